@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up .venv (if needed) and run the whole test suite, offline, on few threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -f scripts/setup_browser.sh ]; then bash scripts/setup_browser.sh; fi
+export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} MKL_NUM_THREADS=${MKL_NUM_THREADS:-2}
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,108 @@
+"""langseg: LSeg (Language-driven Semantic Segmentation) as a library, a CLI and a web demo.
+
+>>> import langseg
+>>> model = langseg.load_model("lseg-demo-vitl16")          # or a path to a .ckpt / our folder
+>>> predictor = langseg.LSegPredictor(model)
+>>> result = predictor.predict("photo.jpg", ["cat", "grass", "other"])
+>>> result.labels.shape                                      # (H, W) label indices
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import LangsegError
+from .hub import REGISTRY, DownloadError, cache_dir, fetch
+from .inference import MultiScaleConfig
+from .io import ImageError, load_image
+from .labels import parse_labels
+from .models import (
+    CheckpointError,
+    LabelError,
+    LSeg,
+    LSegConfig,
+    build_lseg,
+    create_model,
+    list_models,
+    load_checkpoint,
+    save_pretrained,
+)
+from .predictor import LSegPredictor, Prediction, resolve_device
+
+__version__ = "0.1.0"
+
+TOY_WEIGHTS = "lseg-toy"  # the bundled offline default: a tiny model trained on the toy dataset
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def bundled_weights() -> dict[str, Path]:
+    """Weights shipped inside the package (name -> folder)."""
+    folder = ASSETS / "weights"
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in sorted(folder.iterdir()) if (p / "config.json").is_file()}
+
+
+def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
+    """A path, a bundled name or a registry name -> a local path (downloading if needed)."""
+    p = Path(path_or_name).expanduser()
+    if p.exists():
+        return p
+    name = str(path_or_name)
+    bundled = bundled_weights()
+    if name in bundled:
+        return bundled[name]
+    if name in REGISTRY:
+        return fetch(name, progress=progress)
+    known = sorted(bundled) + sorted(REGISTRY)
+    raise CheckpointError(f"{name}: no such file, and not a known weights name (known: {', '.join(known)})")
+
+
+def load_model(
+    path_or_name: str | Path = TOY_WEIGHTS,
+    *,
+    device: str | torch.device | None = "cpu",
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+    **overrides,
+) -> LSeg:
+    """Load an LSeg network in eval mode.
+
+    ``path_or_name``: an official lang-seg ``.ckpt``, a folder (or ``model.safetensors``) of ours, the
+    name of a bundled model (``lseg-toy``) or of an official checkpoint (``lseg-demo-vitl16``, see
+    ``langseg.REGISTRY``), which is downloaded once into :func:`langseg.cache_dir`.
+    ``overrides`` set config fields the weights cannot tell (e.g. ``arch_option``) for official files.
+    """
+    path = resolve_weights(path_or_name, progress=progress)
+    model = load_checkpoint(path, **overrides)
+    model.source = str(path_or_name)
+    dev = resolve_device(device)
+    return model.to(device=dev, dtype=dtype) if dtype is not None else model.to(dev)
+
+
+__all__ = [
+    "REGISTRY",
+    "TOY_WEIGHTS",
+    "CheckpointError",
+    "DownloadError",
+    "ImageError",
+    "LSeg",
+    "LSegConfig",
+    "LSegPredictor",
+    "LabelError",
+    "LangsegError",
+    "MultiScaleConfig",
+    "Prediction",
+    "build_lseg",
+    "cache_dir",
+    "create_model",
+    "fetch",
+    "list_models",
+    "load_checkpoint",
+    "load_image",
+    "load_model",
+    "parse_labels",
+    "save_pretrained",
+]

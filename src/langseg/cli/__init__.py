@@ -1,0 +1,70 @@
+"""``langseg`` command line: a thin dispatcher over sub-command modules in this package.
+
+Each module ``langseg/cli/<name>.py`` defines ``ORDER`` (position in the help), ``register(subparsers)``
+which adds its parser and sets ``func``; heavy imports happen inside ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from ..errors import LangsegError
+
+EPILOG = """examples:
+  langseg segment examples/toy_scene.png --labels "red circle,blue square,background"
+  langseg segment photos/ --labels "cat;kitten,grass,other" --weights lseg-demo-vitl16 --out masks/
+  langseg features frames/ --out feats/ --weights lseg-demo-vitl16
+  langseg convert demo_e200.ckpt lseg-demo/ --drop-unused
+  langseg weights list
+
+Run 'langseg COMMAND --help' for the options of each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="langseg",
+        description="LSeg: segment images with any words, export dense CLIP-aligned features.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"langseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "register"):
+            modules.append(mod)
+    for mod in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LangsegError as e:
+        print(f"langseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("langseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

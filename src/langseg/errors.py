@@ -1,0 +1,5 @@
+"""Errors with a message meant for the user; the CLI prints them without a traceback."""
+
+
+class LangsegError(Exception):
+    """Base class of every error whose message names the problem (file, label, key)."""

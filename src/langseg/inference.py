@@ -1,0 +1,142 @@
+"""Inference protocols shared by the Predictor, ``langseg segment``/``features`` and evaluation.
+
+* :func:`single_scale` pads the normalized image to a multiple of 32 (with the normalized black
+  value) and crops the output back: no hidden resize.
+* :func:`multi_scale` is the official evaluator (``MultiEvalModule``): scales of a 520 base size,
+  480 crops, stride 320 sliding windows, horizontal flip, outputs summed over flips and scales. The
+  windows of all scales are batched instead of run one at a time; the arithmetic is the same.
+
+Both take ``fn``: a function from a normalized ``(N, 3, h, w)`` batch to ``(N, C, h, w)`` maps
+(logits for segmentation, upsampled embeddings for features).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MapFn = Callable[[torch.Tensor], torch.Tensor]
+
+OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@dataclass(frozen=True)
+class MultiScaleConfig:
+    """The official evaluator's settings (``base_size`` 520, ``crop_size`` 480, stride 2/3 crop)."""
+
+    scales: tuple[float, ...] = OFFICIAL_SCALES  # multiples of base_size for the long side
+    flip: bool = True  # add the horizontally flipped run, flipped back
+    base_size: int = 520  # long side at scale 1
+    crop_size: int = 480  # every network call sees crop_size x crop_size
+    stride_rate: float = 2 / 3  # window stride = int(crop_size * stride_rate)
+    batch_size: int = 8  # windows per network call
+
+    @property
+    def stride(self) -> int:
+        return int(self.crop_size * self.stride_rate)
+
+
+def pad_to(x: torch.Tensor, height: int, width: int, value: torch.Tensor) -> torch.Tensor:
+    """Pad ``(B, C, h, w)`` at the bottom/right to at least ``height x width`` with a per-channel value."""
+    B, C, h, w = x.shape
+    ph, pw = max(height - h, 0), max(width - w, 0)
+    if ph == 0 and pw == 0:
+        return x
+    out = value.to(x.dtype).view(1, C, 1, 1).expand(B, C, h + ph, w + pw).clone()
+    out[:, :, :h, :w] = x
+    return out
+
+
+def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear, ``align_corners=True`` (the official up/down-sampling of images and score maps)."""
+    if x.shape[-2:] == (height, width):
+        return x
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
+
+
+def pad_value(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The normalized value of a black pixel, ``-mean/std`` per channel."""
+    return -torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
+
+
+def single_scale(fn: MapFn, image: torch.Tensor, value: torch.Tensor, multiple: int = 32) -> torch.Tensor:
+    """``(B, 3, h, w)`` normalized -> ``(B, C, h, w)``: pad to a multiple of 32, run once, crop back."""
+    _, _, h, w = image.shape
+    H, W = math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple
+    out = fn(pad_to(image, H, W, value))
+    return out[:, :, :h, :w]
+
+
+def scale_size(h: int, w: int, scale: float, base_size: int) -> tuple[int, int]:
+    """The official resized (height, width): long side ``ceil(base*scale)``, short side rounded half up."""
+    long = int(math.ceil(base_size * scale))
+    if h > w:
+        return long, int(1.0 * w * long / h + 0.5)
+    return int(1.0 * h * long / w + 0.5), long
+
+
+@dataclass
+class _Window:
+    scale_index: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+def multi_scale(
+    fn: MapFn, image: torch.Tensor, value: torch.Tensor, cfg: MultiScaleConfig = MultiScaleConfig()
+) -> torch.Tensor:
+    """The official multi-scale, flipped, sliding-window evaluator: ``(1, 3, h, w) -> (1, C, h, w)``."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"multi-scale inference takes one image (1, 3, h, w), got {tuple(image.shape)}")
+    _, _, h, w = image.shape
+    crop, stride = cfg.crop_size, cfg.stride
+    padded: list[torch.Tensor] = []  # per scale: the resized image, padded as the evaluator does
+    sizes: list[tuple[int, int]] = []
+    windows: list[_Window] = []
+    for si, s in enumerate(cfg.scales):
+        height, width = scale_size(h, w, s, cfg.base_size)
+        img = resize(image, height, width)
+        if max(height, width) <= crop or min(height, width) < crop:
+            img = pad_to(img, crop, crop, value)
+        ph, pw = img.shape[-2:]
+        padded.append(img)
+        sizes.append((height, width))
+        if max(height, width) <= crop:
+            windows.append(_Window(si, 0, crop, 0, crop))
+            continue
+        for iy in range(int(math.ceil((ph - crop) / stride)) + 1):
+            for ix in range(int(math.ceil((pw - crop) / stride)) + 1):
+                y0, x0 = iy * stride, ix * stride
+                windows.append(_Window(si, y0, min(y0 + crop, ph), x0, min(x0 + crop, pw)))
+
+    accum: list[torch.Tensor | None] = [None] * len(cfg.scales)
+    count: list[torch.Tensor | None] = [None] * len(cfg.scales)
+    for start in range(0, len(windows), cfg.batch_size):
+        chunk = windows[start : start + cfg.batch_size]
+        crops = [pad_to(padded[wd.scale_index][:, :, wd.y0 : wd.y1, wd.x0 : wd.x1], crop, crop, value) for wd in chunk]
+        batch = torch.cat(crops, dim=0)  # (n, 3, crop, crop)
+        if cfg.flip:
+            out = fn(torch.cat([batch, batch.flip(-1)], dim=0))  # (2n, C, crop, crop)
+            out = out[: len(chunk)] + out[len(chunk) :].flip(-1)
+        else:
+            out = fn(batch)
+        for wd, o in zip(chunk, out):
+            si = wd.scale_index
+            if accum[si] is None:
+                ph, pw = padded[si].shape[-2:]
+                accum[si] = o.new_zeros((o.shape[0], ph, pw))
+                count[si] = o.new_zeros((1, ph, pw))
+            accum[si][:, wd.y0 : wd.y1, wd.x0 : wd.x1] += o[:, : wd.y1 - wd.y0, : wd.x1 - wd.x0]
+            count[si][:, wd.y0 : wd.y1, wd.x0 : wd.x1] += 1
+    scores = None
+    for si, (height, width) in enumerate(sizes):
+        per_scale = (accum[si] / count[si])[None, :, :height, :width]
+        per_scale = resize(per_scale, h, w)
+        scores = per_scale if scores is None else scores + per_scale
+    return scores

@@ -1,0 +1,218 @@
+"""LSegPredictor: images in (paths, PIL, numpy), label maps and features out, at the original size."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .inference import MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
+from .io import DEFAULT_MAX_PIXELS, to_rgb_array
+from .labels import display_names, parse_labels
+from .models.lseg import LSeg
+
+ImageLike = str | Path | Image.Image | np.ndarray
+Precision = Literal["fp32", "fp16", "bf16"]
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Prediction:
+    """Result for one image at its original (EXIF-upright) size."""
+
+    labels: np.ndarray  # (H, W) int32 index into `label_names`
+    scores: np.ndarray  # (H, W) float32 softmax probability of the chosen label
+    label_names: list[str]  # display name of each index
+    logits: torch.Tensor | None = None  # (K, H, W) float32 on the CPU, when asked for
+
+    def shares(self) -> dict[str, float]:
+        """Fraction of pixels per label (every label listed, summing to 1)."""
+        counts = np.bincount(self.labels.ravel(), minlength=len(self.label_names))
+        total = max(int(counts.sum()), 1)
+        return {name: float(c) / total for name, c in zip(self.label_names, counts)}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"auto" -> CUDA if present, else MPS, else CPU."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but PyTorch sees no CUDA GPU")
+    return dev
+
+
+class LSegPredictor:
+    """Runs an :class:`LSeg` on ordinary images with the checkpoint's own preprocessing.
+
+    Single scale pads each image to a multiple of 32 (normalized black) and crops back; multi-scale
+    runs the official evaluator. ``precision`` sets autocast (the model's weights stay as loaded).
+    """
+
+    def __init__(
+        self,
+        model: LSeg,
+        *,
+        device: str | torch.device | None = None,
+        precision: Precision = "fp32",
+        templates: Sequence[str] | None = None,
+        multi_scale: MultiScaleConfig | bool | None = None,
+        max_side: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if precision not in _DTYPES:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_DTYPES)}")
+        if max_side is not None and max_side < 32:
+            raise ValueError(f"max_side must be at least 32, got {max_side}")
+        self.device = resolve_device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.precision = precision
+        self.templates = list(templates) if templates else None
+        if multi_scale is True:
+            multi_scale = MultiScaleConfig()
+        self.multi_scale = multi_scale or None
+        self.max_side = max_side
+        self.max_pixels = max_pixels
+        cfg = model.config
+        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.pad = pad_value(cfg.mean, cfg.std).to(self.device)
+
+    # ---------------------------------------------------------------- helpers
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def preprocess(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image -> normalized ``(1, 3, h, w)`` float32 on the device, and the original ``(H, W)``."""
+        arr = to_rgb_array(image, max_pixels=self.max_pixels)
+        H, W = arr.shape[:2]
+        if self.max_side is not None and max(H, W) > self.max_side:
+            s = self.max_side / max(H, W)
+            size = (max(1, round(W * s)), max(1, round(H * s)))
+            arr = np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
+        x = (x - self.mean) / self.std
+        return x.to(self.device), (H, W)
+
+    def text_features(self, labels: Sequence[str | Sequence[str]] | str) -> tuple[torch.Tensor, list[str]]:
+        """Labels (a string is parsed: commas, ``;`` synonyms) -> ``(K, D)`` cached embeddings and names."""
+        classes = parse_labels(labels) if isinstance(labels, str) else [
+            (lab,) if isinstance(lab, str) else tuple(lab) for lab in labels
+        ]
+        return self.model.encode_text(classes, self.templates), display_names(classes)
+
+    def _map_fn(self, text: torch.Tensor):
+        def fn(batch: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), self._autocast():
+                return self.model(batch, text).float()
+
+        return fn
+
+    def logits_tensor(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Normalized ``(B, 3, h, w)`` -> ``(B, K, h, w)`` float32 logits under the chosen protocol."""
+        fn = self._map_fn(text)
+        if self.multi_scale is None:
+            return single_scale(fn, x, self.pad)
+        return torch.cat([multi_scale(fn, xi[None], self.pad, self.multi_scale) for xi in x], dim=0)
+
+    # ------------------------------------------------------------------- API
+    def predict(
+        self,
+        images: ImageLike | Iterable[ImageLike],
+        labels: Sequence[str | Sequence[str]] | str | None = None,
+        *,
+        batch_size: int = 1,
+        return_logits: bool = False,
+    ) -> Prediction | list[Prediction]:
+        """Segment one image or a list; ``labels`` default to the checkpoint's own label set."""
+        single = isinstance(images, (str, Path, Image.Image, np.ndarray))
+        items = [images] if single else list(images)
+        text, names = self.text_features(labels if labels is not None else list(self.model.config.labels))
+        results: list[Prediction] = []
+        pending: list[tuple[torch.Tensor, tuple[int, int]]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            x = torch.cat([p[0] for p in pending], dim=0)
+            logits = self.logits_tensor(x, text)
+            for lg, (_, size) in zip(logits, pending):
+                results.append(self._finish(lg, size, names, return_logits))
+            pending.clear()
+
+        for item in items:
+            x, size = self.preprocess(item)
+            if pending and (pending[0][0].shape != x.shape or len(pending) >= batch_size or self.multi_scale):
+                flush()
+            pending.append((x, size))
+        flush()
+        return results[0] if single else results
+
+    def _finish(self, logits: torch.Tensor, size: tuple[int, int], names: list[str], keep: bool) -> Prediction:
+        if logits.shape[-2:] != size:  # the image was shrunk by max_side
+            logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=True)[0]
+        prob = logits.softmax(dim=0)
+        score, index = prob.max(dim=0)
+        return Prediction(
+            labels=index.to(torch.int32).cpu().numpy(),
+            scores=score.float().cpu().numpy(),
+            label_names=names,
+            logits=logits.cpu() if keep else None,
+        )
+
+    def features(
+        self,
+        image: ImageLike,
+        *,
+        resolution: Literal["half", "full"] | tuple[int, int] = "half",
+        keep_on_device: bool = False,
+    ) -> torch.Tensor:
+        """Unit-norm per-pixel embeddings ``(D, h, w)``: half resolution (default), full, or ``(W, H)``."""
+        x, (H, W) = self.preprocess(image)
+        h, w = x.shape[-2:]
+        if resolution == "half":
+            out_size = (math.ceil(h / 2), math.ceil(w / 2))
+        elif resolution == "full":
+            out_size = (H, W)
+        elif isinstance(resolution, tuple) and len(resolution) == 2:
+            out_size = (int(resolution[1]), int(resolution[0]))
+        else:
+            raise ValueError(f"unknown resolution {resolution!r}; expected 'half', 'full' or (width, height)")
+
+        def fn(batch: torch.Tensor) -> torch.Tensor:  # (N, 3, s, s) -> (N, D, s, s) unit-norm embeddings
+            with torch.inference_mode(), self._autocast():
+                emb = self.model.encode_image(batch).float()
+            return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
+
+        if self.multi_scale is None and resolution == "half":
+            with torch.inference_mode(), self._autocast():
+                H32, W32 = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
+                emb = self.model.encode_image(pad_to(x, H32, W32, self.pad)).float()[0]
+            feats = emb[:, : out_size[0], : out_size[1]]
+        else:
+            if self.multi_scale is None:
+                feats = single_scale(fn, x, self.pad)[0]
+            else:
+                feats = multi_scale(fn, x, self.pad, self.multi_scale)[0]
+            if feats.shape[-2:] != out_size:
+                feats = F.interpolate(feats[None], size=out_size, mode="bilinear", align_corners=True)[0]
+            feats = F.normalize(feats, dim=0)
+        feats = feats.contiguous()
+        return feats if keep_on_device else feats.cpu()
