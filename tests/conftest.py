@@ -1,0 +1,50 @@
+"""Shared fixtures: a tiny random-weight model saved in our format, and paths to the reference material."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("LANGSEG_REFERENCE", REPO.parent / "shared" / "reference"))
+
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+
+
+def reference_available() -> bool:
+    return (REFERENCE / "synth_weights.py").is_file()
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """The official reference helpers (synth_weights, lseg_fixtures) from ../shared/reference."""
+    if not reference_available():
+        pytest.fail(f"reference material not found at {REFERENCE}; set LANGSEG_REFERENCE")
+    sys.path.insert(0, str(REFERENCE))
+    import lseg_fixtures
+    import synth_weights
+
+    return synth_weights, lseg_fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A tiny random-weight LSeg (ViT trunk, 2-layer text tower) in eval mode."""
+    from langseg.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("lseg_tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory, tiny_model) -> Path:
+    """The tiny model saved in our format (model.safetensors + config.json)."""
+    from langseg.models import save_pretrained
+
+    out = tmp_path_factory.mktemp("weights") / "tiny"
+    save_pretrained(tiny_model, out)
+    return out
