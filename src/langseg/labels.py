@@ -16,6 +16,8 @@ def parse_labels(text: str | Sequence[str]) -> list[Label]:
     A list of strings is taken as one class per item (each may still hold ``;`` synonyms).
     Raises :class:`LabelError` for an empty list, an empty label or a duplicate name.
     """
+    if isinstance(text, str) and not text.strip(" ,;\t\n"):
+        raise LabelError("the label list is empty; give at least one label, e.g. --labels 'cat,grass,other'")
     items = text.split(",") if isinstance(text, str) else list(text)
     classes: list[Label] = []
     for item in items:
@@ -50,6 +52,47 @@ def read_labels_file(path: str | Path) -> list[Label]:
     if not items:
         raise LabelError(f"{path}: the labels file has no labels")
     return parse_labels(items)
+
+
+def parse_templates(templates: Sequence[str] | None) -> list[str] | None:
+    """Check prompt templates: each holds exactly one ``{}`` where the label goes and no other field."""
+    if not templates:
+        return None
+    out = []
+    for t in templates:
+        try:
+            ok = t.count("{}") == 1 and t.format("x") == t.replace("{}", "x", 1)
+        except (IndexError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise LabelError(f"prompt template {t!r} must contain '{{}}' exactly once (where the label goes) "
+                             "and no other braces, e.g. 'a photo of a {}.'")
+        out.append(t)
+    return out
+
+
+def check_prompt_lengths(
+    labels: Sequence[Label], templates: Sequence[str] | None = None, context_length: int = 77
+) -> None:
+    """Raise :class:`LabelError` naming the first prompt too long for a CLIP tokenizer of ``context_length``.
+
+    Runs the CLIP BPE tokenizer only (no model), so bad labels are caught before weights are loaded;
+    the model checks again with its own context length when it encodes them.
+    """
+    from open_clip.tokenizer import SimpleTokenizer
+
+    tokenizer = SimpleTokenizer(context_length=context_length)
+    limit = context_length - 2  # start and end tokens
+    for label in labels:
+        for name in label:
+            for t in templates or ["{}"]:
+                prompt = t.format(name)
+                n = len(tokenizer.encode(prompt))
+                if n > limit:
+                    short = name if len(name) <= 60 else name[:57] + "..."
+                    as_prompt = f" in the prompt {t!r}" if t != "{}" else ""
+                    raise LabelError(f"label {short!r} is {n} tokens long{as_prompt}; "
+                                     f"the text encoder takes at most {limit}")
 
 
 def display_names(labels: Sequence[str | Sequence[str]]) -> list[str]:

@@ -62,6 +62,9 @@ class LSegPredictor:
 
     Single scale pads each image to a multiple of 32 (normalized black) and crops back; multi-scale
     runs the official evaluator. ``precision`` sets autocast (the model's weights stay as loaded).
+    ``flip`` adds the horizontally flipped run to single-scale inference, as the official
+    ``module_inference`` does (multi-scale takes its flip from its :class:`MultiScaleConfig`).
+    ``background`` is the colour transparent pixels are composited on.
     """
 
     def __init__(
@@ -74,6 +77,8 @@ class LSegPredictor:
         multi_scale: MultiScaleConfig | bool | None = None,
         max_side: int | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        flip: bool = False,
+        background: tuple[int, int, int] = (255, 255, 255),
     ) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_DTYPES)}")
@@ -88,6 +93,8 @@ class LSegPredictor:
         self.multi_scale = multi_scale or None
         self.max_side = max_side
         self.max_pixels = max_pixels
+        self.flip = bool(flip)
+        self.background = tuple(background)
         cfg = model.config
         self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -99,14 +106,20 @@ class LSegPredictor:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
+    def processed_size(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(h, w)`` the network sees for an upright ``height x width`` image (``max_side`` applied)."""
+        if self.max_side is None or max(height, width) <= self.max_side:
+            return height, width
+        s = self.max_side / max(height, width)
+        return max(1, round(height * s)), max(1, round(width * s))
+
     def preprocess(self, image: ImageLike) -> tuple[torch.Tensor, tuple[int, int]]:
         """Image -> normalized ``(1, 3, h, w)`` float32 on the device, and the original ``(H, W)``."""
-        arr = to_rgb_array(image, max_pixels=self.max_pixels)
+        arr = to_rgb_array(image, max_pixels=self.max_pixels, background=self.background)
         H, W = arr.shape[:2]
-        if self.max_side is not None and max(H, W) > self.max_side:
-            s = self.max_side / max(H, W)
-            size = (max(1, round(W * s)), max(1, round(H * s)))
-            arr = np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+        h, w = self.processed_size(H, W)
+        if (h, w) != (H, W):
+            arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
         x = (x - self.mean) / self.std
         return x.to(self.device), (H, W)
@@ -118,10 +131,16 @@ class LSegPredictor:
         ]
         return self.model.encode_text(classes, self.templates), display_names(classes)
 
+    def _flipped(self, net, batch: torch.Tensor) -> torch.Tensor:
+        """``net(x) + flip(net(flip(x)))`` when single-scale flip is on (the official ``module_inference``)."""
+        if not self.flip or self.multi_scale is not None:
+            return net(batch)
+        return net(batch) + net(batch.flip(-1)).flip(-1)
+
     def _map_fn(self, text: torch.Tensor):
         def fn(batch: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), self._autocast():
-                return self.model(batch, text).float()
+                return self._flipped(lambda b: self.model(b, text).float(), batch)
 
         return fn
 
@@ -196,16 +215,21 @@ class LSegPredictor:
         else:
             raise ValueError(f"unknown resolution {resolution!r}; expected 'half', 'full' or (width, height)")
 
+        def encode(batch: torch.Tensor) -> torch.Tensor:  # (N, 3, s, s) -> (N, D, s/2, s/2)
+            return self.model.encode_image(batch).float()
+
         def fn(batch: torch.Tensor) -> torch.Tensor:  # (N, 3, s, s) -> (N, D, s, s) unit-norm embeddings
             with torch.inference_mode(), self._autocast():
-                emb = self.model.encode_image(batch).float()
+                emb = self._flipped(encode, batch)
             return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
 
         if self.multi_scale is None and resolution == "half":
             with torch.inference_mode(), self._autocast():
                 H32, W32 = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
-                emb = self.model.encode_image(pad_to(x, H32, W32, self.pad)).float()[0]
+                emb = self._flipped(encode, pad_to(x, H32, W32, self.pad))[0]
             feats = emb[:, : out_size[0], : out_size[1]]
+            if self.flip:
+                feats = F.normalize(feats, dim=0)
         else:
             if self.multi_scale is None:
                 feats = single_scale(fn, x, self.pad)[0]

@@ -1,0 +1,417 @@
+"""``langseg segment``: label every pixel of images with words of your choice.
+
+Per image: ``NAME.mask.png`` (indexed PNG, pixel value = label index, the input's upright size),
+``NAME.overlay.png`` (colours blended over the image, legend beside it) and ``NAME.json`` (labels,
+pixel shares, size, weights, protocol, timing). The options shared with ``langseg features`` (weights,
+device, inputs, outputs, test-time augmentation) are defined here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ORDER = 10
+
+COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
+
+EPILOG = """examples:
+  langseg segment examples/garden.jpg --labels "sky,tree,grass,house,other"
+  langseg segment photos/ --labels "cat;kitten,grass;lawn,other" --out masks/
+  langseg segment "frames/*.png" --labels-file labels.txt --template "a photo of a {}." --batch-size 8
+  langseg segment big.jpg --labels "road,car,building,sky" --multi-scale --weights lseg-demo-vitl16
+
+labels:
+  commas separate classes, ';' separates synonyms of one class (their embeddings are averaged):
+  "cat;kitten,grass" has two classes. Without --labels the checkpoint's own labels are used.
+
+exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/labels/weights.
+"""
+
+
+# ----------------------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def max_side_arg(text: str) -> int | None:
+    value = int(text)
+    if value != 0 and value < 32:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or >= 32, got {value}")
+    return value or None
+
+
+def max_pixels_arg(text: str) -> int | None:
+    value = int(text.replace("_", ""))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {value}")
+    return value or None
+
+
+def scales_arg(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.75,1,1.25, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
+    return values
+
+
+def color_arg(text: str) -> tuple[int, int, int]:
+    if text.lower() in COLORS:
+        return COLORS[text.lower()]
+    try:
+        rgb = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise argparse.ArgumentTypeError(f"expected white, black, gray or R,G,B (0-255), got {text!r}")
+    return rgb  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- shared options
+def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
+    """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS",
+                   help="image files, folders (searched recursively) or quoted glob patterns")
+    if default_out is None:
+        p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    else:
+        p.add_argument("--out", type=Path, default=Path(default_out),
+                       help=f"output folder (created if missing; default: {default_out})")
+    p.add_argument("--weights", default=None, metavar="NAME_OR_PATH",
+                   help="a weights name (see 'langseg weights list'), a folder of ours or an official "
+                        ".ckpt (default: the bundled lseg-toy)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: auto)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="autocast precision of the image network (default: fp32)")
+    p.add_argument("--max-side", type=max_side_arg, default=1024, metavar="N",
+                   help="shrink images whose long side exceeds N before the network (results are scaled "
+                        "back to the input size); 0: never (default: 1024)")
+    p.add_argument("--max-pixels", type=max_pixels_arg, default=100_000_000, metavar="N",
+                   help="refuse images with more pixels than this before decoding them (decompression-"
+                        "bomb guard); 0: no limit (default: 100000000)")
+    p.add_argument("--background", type=color_arg, default=(255, 255, 255), metavar="COLOR",
+                   help="colour transparent pixels are composited on: white, black, gray or R,G,B "
+                        "(default: white)")
+    p.add_argument("--multi-scale", action="store_true",
+                   help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip")
+    p.add_argument("--scales", type=scales_arg, default=None, metavar="S1,S2,...",
+                   help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="add the horizontally flipped run (default: on with --multi-scale, off without)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="keep existing output files and only write the missing ones (resume a run)")
+
+
+@dataclass
+class Session:
+    """What both commands set up before touching images."""
+
+    predictor: Any  # LSegPredictor
+    weights: dict[str, Any]  # provenance record (name, path, sha256, model)
+    protocol: dict[str, Any]  # preprocessing and test-time augmentation, for the records
+
+
+def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
+    """Inputs -> (images, their output stems, notes on inputs that gave nothing); error if no image."""
+    from ..errors import LangsegError
+    from ..io import expand_inputs
+    from ..outputs import output_stems
+
+    if args.overwrite and args.skip_existing:
+        raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
+    items, notes = expand_inputs(args.inputs, exclude=args.out)
+    if not items:
+        raise LangsegError("no images to process: " + "; ".join(notes or ["no inputs"]))
+    return items, output_stems(items), notes
+
+
+def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:
+    """Load the weights and build the predictor (after all cheap checks have passed)."""
+    from PIL import Image
+
+    from .. import TOY_WEIGHTS, LSegPredictor, MultiScaleConfig, load_model, resolve_weights
+    from ..errors import LangsegError
+    from ..inference import OFFICIAL_SCALES
+    from ..outputs import weights_record
+
+    # Our --max-pixels check runs first; Pillow's process-wide guard refuses above twice its own
+    # limit, so lift that when the user allows more (the CLI owns this process).
+    if args.max_pixels is None:
+        Image.MAX_IMAGE_PIXELS = None
+    elif Image.MAX_IMAGE_PIXELS is not None and args.max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = args.max_pixels
+    spec = args.weights or TOY_WEIGHTS
+    path = resolve_weights(spec)
+    try:
+        model = load_model(path, device=args.device)
+    except ValueError as e:  # an unknown or unavailable device
+        raise LangsegError(str(e)) from None
+    ms = None
+    if args.multi_scale:
+        ms = MultiScaleConfig(scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False,
+                              batch_size=args.batch_size or 8)
+    elif args.scales:
+        raise LangsegError("--scales needs --multi-scale")
+    predictor = LSegPredictor(model, precision=args.precision, templates=templates, multi_scale=ms,
+                              max_side=args.max_side, max_pixels=args.max_pixels, flip=bool(args.flip),
+                              background=args.background)
+    cfg = model.config
+    protocol = {
+        "color": "RGB, EXIF orientation applied, transparency composited on the background",
+        "background": list(args.background),
+        "max_side": args.max_side,
+        "resize": "PIL bilinear to fit max_side (long side), when larger",
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "padding": "bottom/right to a multiple of 32 with -mean/std (black); outputs cropped back",
+        "multi_scale": None if ms is None else {
+            "scales": list(ms.scales), "flip": ms.flip, "base_size": ms.base_size,
+            "crop_size": ms.crop_size, "stride": ms.stride,
+        },
+        "flip": ms.flip if ms is not None else bool(args.flip),
+        "precision": args.precision,
+        "device": str(predictor.device),
+    }
+    return Session(predictor, weights_record(spec, path, cfg.name), protocol)
+
+
+def batched(iterable, n: int):
+    batch = []
+    for x in iterable:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+class Report:
+    """Counts outcomes and tells the user about skipped inputs as they happen and at the end."""
+
+    def __init__(self, notes: list[str]) -> None:
+        self.done = 0
+        self.kept = 0
+        self.skipped: list[str] = []
+        for note in notes:
+            self.skip(note)
+
+    def skip(self, message: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.skipped.append(message)
+        tqdm.write(f"langseg: skipped {message}", file=sys.stderr)
+
+    def summary(self, verb: str, seconds: float, out: Path) -> int:
+        rate = self.done / seconds if seconds > 0 else 0.0
+        print(f"{verb} {self.done} image{'s' if self.done != 1 else ''} in {seconds:.1f} s "
+              f"({rate:.2f} images/s) -> {out}")
+        if self.kept:
+            print(f"kept {self.kept} already done (--skip-existing)")
+        if self.skipped:
+            print(f"skipped {len(self.skipped)} input{'s' if len(self.skipped) != 1 else ''}:", file=sys.stderr)
+            for message in self.skipped[:20]:
+                print(f"  {message}", file=sys.stderr)
+            if len(self.skipped) > 20:
+                print(f"  ... and {len(self.skipped) - 20} more", file=sys.stderr)
+        return 1 if self.skipped else 0
+
+
+def progress(total: int, unit: str = "img"):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------------------------ segment
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment images into the labels you give (masks, overlays, JSON records)",
+        description="Label every pixel of each image with one of the given labels. Writes, per image and "
+        "named after it: NAME.mask.png (indexed PNG: pixel value = label index, same size as the upright "
+        "input; 16-bit grayscale above 256 labels), NAME.overlay.png (colours over the image with a "
+        "legend of the labels present) and NAME.json (labels, pixel shares, size, weights, timing). "
+        "Existing files are never replaced without --overwrite.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(p, default_out="langseg-out")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--labels", "-l", metavar="LABELS",
+                       help='comma-separated labels, ";" between synonyms: "cat;kitten,grass,other"')
+    group.add_argument("--labels-file", type=Path, metavar="FILE",
+                       help="labels one per line (';' between synonyms, '#' comments)")
+    p.add_argument("--template", action="append", default=None, metavar="TEXT",
+                   help='prompt template with {} for the label, e.g. "a photo of a {}."; repeat to '
+                        "ensemble several (default: the bare label, as the official demo)")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help="images per network call (same-size images are batched; default 4), or windows "
+                        "per call with --multi-scale (default 8)")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default: 0.5)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write NAME.overlay.png")
+    p.add_argument("--save-logits", action="store_true",
+                   help="also write NAME.logits.npy: (K, H, W) float16 scores before softmax")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class _Files:
+    mask: Path
+    overlay: Path | None
+    logits: Path | None
+    record: Path
+
+    def all(self) -> list[Path]:
+        return [p for p in (self.mask, self.overlay, self.logits, self.record) if p is not None]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import LangsegError
+    from ..labels import check_prompt_lengths, parse_labels, parse_templates, read_labels_file
+    from ..outputs import existing, output_path
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise LangsegError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    classes = read_labels_file(args.labels_file) if args.labels_file else (
+        parse_labels(args.labels) if args.labels is not None else None)
+    templates = parse_templates(args.template)
+    if classes is not None:
+        check_prompt_lengths(classes, templates)
+    items, stems, notes = plan_inputs(args)
+    files = {
+        item: _Files(
+            mask=output_path(args.out, stem, ".mask.png"),
+            overlay=None if args.no_overlay else output_path(args.out, stem, ".overlay.png"),
+            logits=output_path(args.out, stem, ".logits.npy") if args.save_logits else None,
+            record=output_path(args.out, stem, ".json"),
+        )
+        for item, stem in zip(items, stems)
+    }
+    report = Report(notes)
+    if not (args.overwrite or args.skip_existing):
+        clash = existing([p for f in files.values() for p in f.all()])
+        if clash:
+            raise LangsegError(f"output files exist: {clash}; pass --overwrite to replace them or "
+                               "--skip-existing to keep them and do the rest")
+    todo = [item for item in items if not (args.skip_existing and all(p.exists() for p in files[item].all()))]
+    report.kept = len(items) - len(todo)
+
+    session = open_session(args, templates)
+    if classes is None:  # the checkpoint's own labels (may repeat a name, as ADE20K's "screen")
+        classes = [tuple(n.strip() for n in lab.split(";")) for lab in session.predictor.model.config.labels]
+    session.predictor.text_features(classes)  # the model's own tokenizer check, before any image work
+    return _segment(args, session, classes, todo, files, report)
+
+
+def _segment(args, session: Session, classes, todo, files, report: Report) -> int:
+    from ..io import iter_decoded
+
+    batch_size = 1 if args.multi_scale else (args.batch_size or 4)
+    start = time.perf_counter()
+    with progress(len(todo)) as bar:
+        decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
+                               prefetch=max(2, 2 * batch_size))
+        for chunk in batched(decoded, batch_size):
+            ok = []
+            for d in chunk:
+                if d.error is not None:
+                    report.skip(str(d.error))
+                    bar.update(1)
+                else:
+                    ok.append(d)
+            if not ok:
+                continue
+            t0 = time.perf_counter()
+            preds = _predict(session, [d.image for d in ok], [d.item.path for d in ok], classes, batch_size,
+                             args.save_logits, report)
+            per_image = (time.perf_counter() - t0) / len(ok)
+            for d, pred in zip(ok, preds):
+                if pred is not None:
+                    _write(args, session, classes, d, pred, files[d.item], per_image)
+                    report.done += 1
+                bar.update(1)
+    return report.summary("segmented", time.perf_counter() - start, args.out)
+
+
+def _predict(session: Session, images, paths, classes, batch_size: int, keep_logits: bool, report: Report):
+    """Predictions for a batch; out of memory -> one by one, then skip the image that does not fit."""
+    predictor = session.predictor
+    try:
+        return predictor.predict(images, classes, batch_size=batch_size, return_logits=keep_logits)
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+    out = []
+    for image, path in zip(images, paths):
+        try:
+            out.append(predictor.predict(image, classes, return_logits=keep_logits))
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
+                raise
+            h, w = image.shape[:2]
+            report.skip(f"{path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side")
+            out.append(None)
+    return out
+
+
+def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: float) -> None:
+    import numpy as np
+
+    from .. import __version__
+    from ..outputs import write_array, write_image, write_json
+    from ..visualize import mask_image, overlay, palette
+
+    t0 = time.perf_counter()
+    names = pred.label_names
+    keep = args.skip_existing
+
+    def needed(path: Path | None) -> bool:
+        return path is not None and not (keep and path.exists())
+
+    if needed(files.mask):
+        write_image(files.mask, mask_image(pred.labels, len(names)), overwrite=args.overwrite)
+    if needed(files.overlay):
+        write_image(files.overlay, overlay(d.image, pred.labels, names, alpha=args.alpha), overwrite=args.overwrite)
+    if needed(files.logits):
+        write_array(files.logits, pred.logits.numpy().astype(np.float16), "npy", overwrite=args.overwrite)
+    counts = np.bincount(pred.labels.ravel(), minlength=len(names))
+    shares = counts / max(int(counts.sum()), 1)
+    colors = palette(len(names))
+    H, W = pred.labels.shape
+    record = {
+        "input": str(d.item.path),
+        "image_size": {"width": W, "height": H},
+        "labels": [
+            {"index": i, "name": names[i], "synonyms": list(classes[i]), "share": float(shares[i]),
+             "color": [int(c) for c in colors[i]]}
+            for i in range(len(names))
+        ],
+        "present": [int(i) for i in np.flatnonzero(counts)],
+        "templates": session.predictor.templates,
+        "outputs": {k: p.name for k, p in
+                    (("mask", files.mask), ("overlay", files.overlay), ("logits", files.logits)) if p is not None},
+        "weights": session.weights,
+        "preprocessing": session.protocol,
+        "timing": {"decode_s": round(d.seconds, 4), "inference_s": round(infer_s, 4),
+                   "write_s": round(time.perf_counter() - t0, 4)},
+        "langseg_version": __version__,
+    }
+    if needed(files.record):
+        write_json(files.record, record, overwrite=args.overwrite)
