@@ -1,0 +1,150 @@
+"""Fixed-label evaluation: one confusion matrix over the whole split, scored once at the end.
+
+Each image is segmented by :meth:`LSegPredictor.predict` at its full size, exactly as ``langseg
+segment`` does (single scale: pad to a multiple of 32 and crop back; multi-scale: the official
+evaluator), and the ``(H, W)`` label map is compared with the mask. No resize or crop is hidden in
+between. Under ``torch.distributed`` every rank takes every ``world``-th image and the confusion
+matrices are summed (:func:`langseg.metrics.all_reduce`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from ..data.base import SegmentationSample
+from ..errors import LangsegError
+from ..labels import display_names
+from ..metrics import all_reduce, confusion_matrix, miou, miou_present, pixel_accuracy
+from ..predictor import LSegPredictor
+
+log = logging.getLogger(__name__)
+
+Label = str | tuple[str, ...]
+
+
+class SegmentationDataset(Protocol):
+    """What the loop needs from a reader (``ADE20K``, ``GenericSegmentation``)."""
+
+    labels: list[str]
+    ignore_index: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> SegmentationSample: ...
+
+
+@dataclass
+class EvalResult:
+    """Accumulated counts of an evaluation (possibly of a prefix of the split)."""
+
+    confusion: torch.Tensor  # (K, K) int64, rows true class, columns predicted
+    labels: list[str]  # display name per class
+    images: int  # images scored
+    seconds: float  # wall time of the loop
+
+    def metrics(self) -> dict[str, Any]:
+        """``pixAcc``, official ``mIoU`` (absent classes count 0), ``mIoU_present``, ``per_class_iou``.
+
+        ``per_class_iou`` maps each label to its IoU, or None for a class absent from both prediction
+        and ground truth; a repeated name (ADE20K's two ``screen``) gets its class index appended.
+        """
+        mean, per_class = miou(self.confusion)
+        present = miou_present(self.confusion)
+        return {
+            "pixAcc": pixel_accuracy(self.confusion),
+            "mIoU": mean,
+            "mIoU_present": None if present != present else present,  # NaN -> None
+            "per_class_iou": {
+                key: (None if v != v else float(v)) for key, v in zip(unique_keys(self.labels), per_class.tolist())
+            },
+        }
+
+
+def unique_keys(names: Sequence[str]) -> list[str]:
+    """Names made unique for JSON keys: a repeated name becomes ``"name (index)"``."""
+    seen: set[str] = set()
+    out = []
+    for i, n in enumerate(names):
+        out.append(n if n not in seen else f"{n} ({i})")
+        seen.add(n)
+    return out
+
+
+def _keep_list(batch: list[SegmentationSample]) -> list[SegmentationSample]:
+    return batch
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the world size (0, 1 without torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def evaluate(
+    predictor: LSegPredictor,
+    dataset: SegmentationDataset,
+    labels: Sequence[Label] | None = None,
+    *,
+    start: int = 0,
+    limit: int | None = None,
+    confusion: torch.Tensor | None = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    progress: bool = True,
+    checkpoint: Callable[[EvalResult], None] | None = None,
+    checkpoint_every: int = 50,
+) -> EvalResult:
+    """Segment images ``start .. limit-1`` of ``dataset`` and accumulate their confusion matrix.
+
+    ``labels``: one prompt (or synonym tuple) per dataset class, in class order; default the
+    dataset's own (``label_synonyms`` when it has them). ``confusion``: counts of images ``0..start-1``
+    from an earlier run, to resume. ``checkpoint`` is called with the running result every
+    ``checkpoint_every`` images (single process only). The returned result covers ``0..limit-1``.
+    """
+    names = list(dataset.labels)
+    if labels is None:
+        labels = list(getattr(dataset, "label_synonyms", names))
+    labels = [lab if isinstance(lab, str) else tuple(lab) for lab in labels]
+    if len(labels) != len(names):
+        raise LangsegError(f"{len(labels)} labels given for a dataset with {len(names)} classes")
+    K = len(labels)
+    stop = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if not 0 <= start <= stop:
+        raise LangsegError(f"cannot start at image {start}: the run covers images 0..{stop - 1}")
+    conf = torch.zeros(K, K, dtype=torch.long) if confusion is None else confusion.clone().long().cpu()
+    if conf.shape != (K, K):
+        raise LangsegError(f"resumed confusion matrix is {tuple(conf.shape)}, expected ({K}, {K})")
+    rank, world = rank_and_world()
+    indices = list(range(start + rank, stop, world))
+    loader = DataLoader(
+        Subset(dataset, indices), batch_size=max(1, batch_size), num_workers=num_workers, collate_fn=_keep_list
+    )
+    done = start  # images covered by `conf` (single process)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(indices), disable=not progress or rank != 0, desc="eval", unit="img", dynamic_ncols=True)
+    for samples in loader:
+        preds = predictor.predict([s.image for s in samples], labels, batch_size=batch_size)
+        for s, p in zip(samples, preds):
+            if p.labels.shape != s.mask.shape:  # the predictor promises the input size
+                raise LangsegError(f"{s.name}: prediction {p.labels.shape} does not match mask {s.mask.shape}")
+            conf += confusion_matrix(torch.from_numpy(p.labels), torch.from_numpy(s.mask), K, dataset.ignore_index)
+        done += len(samples)
+        bar.update(len(samples))
+        if progress and rank == 0:
+            bar.set_postfix(pixAcc=f"{pixel_accuracy(conf):.4f}", mIoU=f"{miou(conf)[0]:.4f}",
+                            present=f"{miou_present(conf):.4f}", refresh=False)
+        if checkpoint is not None and world == 1 and done < stop and (done - start) % checkpoint_every < len(samples):
+            checkpoint(EvalResult(conf.clone(), display_names(labels), done, time.perf_counter() - t0))
+    bar.close()
+    conf = all_reduce(conf)
+    return EvalResult(conf, display_names(labels), stop, time.perf_counter() - t0)
