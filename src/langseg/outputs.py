@@ -114,16 +114,29 @@ def output_stems(items: Sequence[InputImage]) -> list[PurePath]:
     """A distinct relative stem per input (``sub/photo``) to which each output adds its suffix.
 
     The stem is the input's relative path without its suffix. Inputs that would share a stem (case
-    insensitively, for macOS and Windows) are told apart in steps: by their suffix (``photo_jpg``,
-    ``photo_png``), then by their folder's name (``a/photo``, ``b/photo``), then by a counter
-    (``photo-2``). The result depends only on the list, so reruns name files the same way.
+    insensitively, for macOS and Windows) are told apart by the first of these that works for the
+    group: their suffix (``photo_jpg``, ``photo_png``), their folder's name (``a/photo``,
+    ``b/photo``), both; what still clashes gets a counter (``photo-2``). The result depends only
+    on the list, so reruns name files the same way.
     """
     stems = [item.rel.with_suffix("") if item.rel.suffix else item.rel for item in items]
-    for step in (_with_suffix, _with_root):
-        clashes = _clashing(stems)
-        if not clashes:
-            return stems
-        stems = [step(item, stem) if i in clashes else stem for i, (item, stem) in enumerate(zip(items, stems))]
+    groups: defaultdict[str, list[int]] = defaultdict(list)
+    for i, stem in enumerate(stems):
+        groups[_key(stem)].append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        for rename in (_with_suffix, _with_root, lambda item, stem: _with_root(item, _with_suffix(item, stem))):
+            tried = [rename(items[i], stems[i]) for i in members]
+            if len({_key(t) for t in tried}) == len(tried):
+                break
+        for i, new in zip(members, tried):
+            stems[i] = new
+    return _number_duplicates(stems)
+
+
+def _number_duplicates(stems: list[PurePath]) -> list[PurePath]:
+    """Keep the first of equal stems; later ones get ``-2``, ``-3``... (never a name already in use)."""
     taken = Counter(_key(s) for s in stems)
     used: set[str] = set()
     out: list[PurePath] = []
@@ -139,13 +152,6 @@ def output_stems(items: Sequence[InputImage]) -> list[PurePath]:
 
 def _key(stem: PurePath) -> str:
     return str(stem).casefold()
-
-
-def _clashing(stems: Sequence[PurePath]) -> set[int]:
-    groups: defaultdict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(stems):
-        groups[_key(s)].append(i)
-    return {i for members in groups.values() if len(members) > 1 for i in members}
 
 
 def _with_suffix(item: InputImage, stem: PurePath) -> PurePath:

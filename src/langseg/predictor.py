@@ -119,7 +119,7 @@ class LSegPredictor:
         H, W = arr.shape[:2]
         h, w = self.processed_size(H, W)
         if (h, w) != (H, W):
-            arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+            arr = np.array(Image.fromarray(arr).resize((w, h), Image.BILINEAR))  # writable, for torch
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
         x = (x - self.mean) / self.std
         return x.to(self.device), (H, W)

@@ -1,0 +1,146 @@
+"""``langseg features`` driven as a user would: files, index, formats, resolutions, resumption, bad inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from langseg.cli import main
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((64, 96, 3)) * 255).astype(np.uint8)).save(root / "f0.png")
+    Image.fromarray((rng.random((45, 70, 3)) * 255).astype(np.uint8)).save(root / "f1.png")
+    (root / "f2.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def normalized(path: Path) -> torch.Tensor:
+    arr = np.array(Image.open(path).convert("RGB"))
+    return (torch.from_numpy(arr).permute(2, 0, 1).float()[None] / 255 - 0.5) / 0.5  # (1, 3, H, W)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def unit_norm_error(feats: np.ndarray) -> float:
+    return float(np.abs(np.linalg.norm(feats.astype(np.float64), axis=0) - 1).max())
+
+
+def test_features_folder_subprocess(images, tiny_weights, tiny_model, tmp_path):
+    out = tmp_path / "feats"
+    proc = subprocess.run(
+        [sys.executable, "-m", "langseg", "features", str(images), "--weights", str(tiny_weights),
+         "--out", str(out)],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "f2.jpg: not an image file" in proc.stderr and "Traceback" not in proc.stderr
+    f0, f1 = np.load(out / "f0.npy"), np.load(out / "f1.npy")
+    assert f0.dtype == np.float16 and f0.shape == (32, 32, 48)  # (D, ceil(H/2), ceil(W/2))
+    assert f1.shape == (32, 23, 35)
+    assert unit_norm_error(f0) < 2e-3 and unit_norm_error(f1) < 2e-3
+    with torch.no_grad():
+        expected = tiny_model.encode_image(normalized(images / "f0.png"))[0]  # 64 x 96: no padding
+    assert np.allclose(f0.astype(np.float32), expected.numpy(), atol=2e-3)
+    index = json.loads((out / "index.json").read_text())
+    sha = hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
+    assert index["weights"]["sha256"] == sha and index["weights"]["model"] == "lseg_tiny"
+    assert index["resolution"] == "half" and index["dtype"] == "float16" and index["format"] == "npy"
+    assert index["preprocessing"]["mean"] == [0.5] * 3 and index["preprocessing"]["std"] == [0.5] * 3
+    assert index["embed_dim"] == 32
+    assert [(e["file"], e["original_size"], e["shape"]) for e in index["images"]] == [
+        ("f0.npy", [96, 64], [32, 32, 48]),
+        ("f1.npy", [70, 45], [32, 23, 35]),
+    ]
+
+
+def test_formats_resolutions_and_preview(images, tiny_weights, tiny_model, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    one = images / "f1.png"  # 70 x 45
+    code, _, err = run_cli(capsys, "features", one, "--weights", tiny_weights, "--out", tmp_path / "st",
+                           "--format", "safetensors", "--dtype", "float32", "--resolution", "full", "--pca-preview")
+    assert code == 0, err
+    feats = load_file(tmp_path / "st" / "f1.safetensors")["features"]
+    assert feats.dtype == np.float32 and feats.shape == (32, 45, 70) and unit_norm_error(feats) < 1e-5
+    with safe_open(tmp_path / "st" / "f1.safetensors", "np") as f:
+        assert f.metadata()["original_size"] == "70x45"
+    preview = Image.open(tmp_path / "st" / "f1.pca.png")
+    assert preview.mode == "RGB" and preview.size == (70, 45)
+
+    code, _, err = run_cli(capsys, "features", one, "--weights", tiny_weights, "--out", tmp_path / "pt",
+                           "--format", "pt", "--resolution", "40x24")
+    assert code == 0, err
+    t = torch.load(tmp_path / "pt" / "f1.pt", weights_only=True)
+    assert t.dtype == torch.float16 and t.shape == (32, 24, 40)
+
+    code, _, err = run_cli(capsys, "features", images / "f0.png", "--weights", tiny_weights, "--out",
+                           tmp_path / "flip", "--flip", "--dtype", "float32")
+    assert code == 0, err
+    x = normalized(images / "f0.png")
+    with torch.no_grad():
+        both = tiny_model.encode_image(x) + tiny_model.encode_image(x.flip(-1)).flip(-1)
+    assert np.allclose(np.load(tmp_path / "flip" / "f0.npy"), F.normalize(both, dim=1)[0].numpy(), atol=1e-5)
+    index = json.loads((tmp_path / "flip" / "index.json").read_text())
+    assert index["preprocessing"]["flip"] is True
+
+
+def test_max_side_shrinks_what_the_network_sees(images, tiny_weights, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "features", images / "f0.png", "--weights", tiny_weights, "--out", tmp_path,
+                           "--max-side", "48")
+    assert code == 0, err
+    entry = json.loads((tmp_path / "index.json").read_text())["images"][0]
+    assert entry["original_size"] == [96, 64] and entry["processed_size"] == [48, 32]
+    assert np.load(tmp_path / "f0.npy").shape == (32, 16, 24)
+
+
+def test_existing_outputs_and_resuming(images, tiny_weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    common = ["features", images / "f0.png", images / "f1.png", "--weights", tiny_weights, "--out", out]
+    assert run_cli(capsys, *common)[0] == 0
+    first = (out / "f1.npy").read_bytes()
+    code, _, err = run_cli(capsys, *common)
+    assert code == 2 and "output files exist" in err
+    code, _, err = run_cli(capsys, *common, "--skip-existing", "--dtype", "float32")
+    assert code == 2 and "different dtype" in err  # resuming must not mix settings
+    (out / "f0.npy").unlink()
+    code, stdout, err = run_cli(capsys, *common, "--skip-existing")
+    assert code == 0, err
+    assert "kept 1 already done" in stdout and "of 1 image" in stdout
+    assert (out / "f1.npy").read_bytes() == first
+    index = json.loads((out / "index.json").read_text())
+    assert [e["file"] for e in index["images"]] == ["f0.npy", "f1.npy"]  # input order, both listed
+    assert sorted(p.name for p in out.iterdir()) == ["f0.npy", "f1.npy", "index.json"]
+
+
+def test_help_lists_options_and_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["features", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ["--resolution", "--dtype", "--format", "--pca-preview", "--multi-scale", "--flip",
+                   "--max-side", "--overwrite", "--skip-existing", "examples:", "index.json"]:
+        assert option in text, option
+    with pytest.raises(SystemExit):
+        main(["features", "x.png", "--out", "o", "--resolution", "big"])
+    assert "expected half, full or WIDTHxHEIGHT" in capsys.readouterr().err
