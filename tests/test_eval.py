@@ -289,3 +289,24 @@ def test_cli_help():
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0
+
+
+def test_eval_scores_exactly_the_masks_langseg_segment_writes(tiny_weights, generic_root, tmp_path):
+    """The contract with `langseg segment` (whole images: --max-side 0), single scale and multi-scale."""
+    images = generic_root / "images" / "val"
+    for extra in ([], ["--multi-scale", "--scales", "0.5,0.75"]):
+        seg_out, out = tmp_path / f"seg{len(extra)}", tmp_path / f"eval{len(extra)}.json"
+        assert main(["segment", str(images), "--labels-file", str(generic_root / "labels.txt"), "--weights",
+                     str(tiny_weights), "--out", str(seg_out), "--max-side", "0", "--device", "cpu",
+                     "--no-overlay", *extra]) == 0
+        expected = np.zeros((4, 4), dtype=np.int64)
+        for img in sorted(images.iterdir()):
+            pred = np.asarray(Image.open(seg_out / f"{img.stem}.mask.png")).astype(np.int64)
+            mask = np.asarray(Image.open(generic_root / "masks" / "val" / img.name)).astype(np.int64)
+            expected += brute_confusion(pred, mask, 4)
+        assert _run("--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights),
+                    "--out", str(out), *extra) == 0
+        data = json.loads(out.read_text())
+        assert data["confusion_matrix"] == expected.tolist()
+        if extra:
+            assert data["protocol"]["multi_scale"]["scales"] == [0.5, 0.75] and data["protocol"]["flip"] is True

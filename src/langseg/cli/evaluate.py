@@ -247,9 +247,8 @@ def run_eval(args: argparse.Namespace) -> int:
     elif args.scales:
         raise LangsegError("--scales needs --multi-scale")
     model, path = _load(weights, device)
-    flip = {"flip": True} if (ms is None and args.flip) else {}  # single-scale flip, as 'segment --flip'
     predictor = LSegPredictor(model, device=resolve_device(device), precision=args.precision, multi_scale=ms,
-                              templates=templates, max_pixels=None, **flip)
+                              templates=templates, max_pixels=None, flip=bool(args.flip) and ms is None)
     ms_record = None if ms is None else {k: getattr(ms, k) for k in
                                          ("scales", "flip", "base_size", "crop_size", "stride")}
     record: dict[str, Any] = {
