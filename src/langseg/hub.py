@@ -9,6 +9,7 @@ and the original is removed unless ``keep_original``.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -144,7 +145,7 @@ def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeou
                     while block := response.read(1 << 20):
                         f.write(block)
                         bar.update(len(block))
-                except (OSError, urllib.error.URLError) as e:
+                except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
                     raise DownloadError(
                         f"download of {entry.url} broke off ({e}); run again to resume from {part}"
                     ) from None

@@ -96,13 +96,16 @@ def lseg_zs_rn101(**overrides: Any) -> LSegConfig:
 
 
 def lseg_tiny(**overrides: Any) -> LSegConfig:
-    """A few-MB network from the same code, for tests and toy training (not an official variant)."""
+    """A few-MB network from the same code, for tests and toy training (not an official variant).
+
+    Head counts follow the width/64 rule (at least 1) that official files are read with.
+    """
     cfg = LSegConfig(
         name="lseg_tiny",
-        vit=ViTConfig(patch_size=16, embed_dim=64, depth=4, num_heads=2, img_size=64, hooks=(0, 1, 2, 3), num_classes=0),
+        vit=ViTConfig(patch_size=16, embed_dim=64, depth=4, num_heads=1, img_size=64, hooks=(0, 1, 2, 3), num_classes=0),
         reassemble_channels=(16, 32, 64, 64),
         features=32,
-        text=TextConfig(width=32, layers=2, heads=2, embed_dim=32),
+        text=TextConfig(width=32, layers=2, heads=1, embed_dim=32),
         clip_visual=None,
         labels=("other",),
     )

@@ -118,6 +118,35 @@ def official_to_langseg(sd: Mapping[str, torch.Tensor]) -> OrderedDict[str, torc
     return out
 
 
+_LANGSEG_RULES = [
+    (r"^text_encoder\.", "clip_pretrained."),
+    (r"^image_encoder\.vit\.", "pretrained.model."),
+    (r"^image_encoder\.reassemble\.(\d)\.readout\.", lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.0."),
+    (r"^image_encoder\.reassemble\.(\d)\.proj\.", lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.3."),
+    (r"^image_encoder\.reassemble\.(\d)\.resample\.", lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.4."),
+    (r"^image_encoder\.resnet\.conv1\.", "pretrained.layer1.0."),
+    (r"^image_encoder\.resnet\.bn1\.", "pretrained.layer1.1."),
+    (r"^image_encoder\.resnet\.layer1\.", "pretrained.layer1.4."),
+    (r"^image_encoder\.resnet\.layer([234])\.", r"pretrained.layer\1."),
+    (r"^neck\.proj\.(\d)\.", lambda m: f"scratch.layer{int(m[1]) + 1}_rn."),
+    (r"^neck\.fusion\.(\d)\.", lambda m: f"scratch.refinenet{int(m[1]) + 1}."),
+    (r"\.rcu(\d)\.", r".resConfUnit\1."),
+    (r"^pixel_embed\.", "scratch.head1."),
+    (r"^spatial_block\.conv\.", "scratch.head_block.depthwise.depthwise."),
+]
+
+
+def langseg_to_official(sd: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """Our key names -> official lang-seg names with the ``net.`` prefix (inverse of official_to_langseg)."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for key, value in sd.items():
+        new = key
+        for pattern, repl in _LANGSEG_RULES:
+            new = re.sub(pattern, repl, new)
+        out["net." + new] = value
+    return out
+
+
 def is_official(sd: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith(("net.scratch.", "scratch.", "net.pretrained.", "pretrained.")) for k in sd)
 
