@@ -11,12 +11,13 @@ from .checkpoint import (
     save_pretrained,
 )
 from .config import LSegConfig, ResNetConfig, TextConfig, ViTConfig
-from .lseg import LSeg
+from .lseg import FastPaths, LSeg
 from .text import LabelError
 
 __all__ = [
     "MODELS",
     "CheckpointError",
+    "FastPaths",
     "LSeg",
     "LSegConfig",
     "LabelError",

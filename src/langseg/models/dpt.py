@@ -10,6 +10,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def fold_batchnorm(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as one convolution, using the running statistics (eval)."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (C,)
+    weight = conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return weight, bias.to(conv.weight.dtype)
+
+
 class ResidualConvUnit(nn.Module):
     """``x + BN(conv(ReLU(BN(conv(ReLU(x))))))``, shape preserving."""
 
@@ -19,8 +29,15 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(features)
         self.bn2 = nn.BatchNorm2d(features)
+        self.fold_bn = True  # eval fast path: BatchNorm folded into the convolutions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fold_bn and not self.training:
+            w1, b1 = fold_batchnorm(self.conv1, self.bn1)
+            w2, b2 = fold_batchnorm(self.conv2, self.bn2)
+            out = F.relu_(F.conv2d(F.relu(x), w1, b1, padding=1))
+            out = F.conv2d(out, w2, b2, padding=1)
+            return out.add_(x)  # out is our own buffer
         out = self.bn1(self.conv1(F.relu(x)))
         out = self.bn2(self.conv2(F.relu(out)))
         return out + x
@@ -34,14 +51,29 @@ class FusionBlock(nn.Module):
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
         self.rcu1 = ResidualConvUnit(features)  # applied to the skip input
         self.rcu2 = ResidualConvUnit(features)
+        # fast path: the 1x1 conv commutes with bilinear upsampling (per-pixel linear map vs a
+        # per-channel convex combination of pixels), so run it at the low resolution: 4x fewer FLOPs
+        self.conv_first = True
+
+    def fuse(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, F, h, w)[, (B, F, h, w)] -> (B, F, h, w)``: the residual units, before resampling."""
+        if skip is not None:
+            x = x + self.rcu1(skip)
+        return self.rcu2(x)
+
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, F, h, w) -> (B, F, 2h, 2w)``: upsample x2 and the 1x1 conv."""
+        if self.conv_first:
+            return _upsample2(self.out_conv(x))
+        return self.out_conv(_upsample2(x))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, F, h, w)[, (B, F, h, w)] -> (B, F, 2h, 2w)``."""
-        if skip is not None:
-            x = x + self.rcu1(skip)
-        x = self.rcu2(x)
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
-        return self.out_conv(x)
+        return self.finish(self.fuse(x, skip))
+
+
+def _upsample2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
 
 
 class DPTNeck(nn.Module):
@@ -56,12 +88,26 @@ class DPTNeck(nn.Module):
         # fusion[3] takes the stride-32 map alone, so its rcu1 is never run (kept for the official keys)
         self.fusion = nn.ModuleList(FusionBlock(features) for _ in range(4))
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def set_fast_paths(self, *, fold_bn: bool | None = None, conv_first: bool | None = None) -> None:
+        """Switch the decoder's fast paths (``None`` leaves one as it is)."""
+        for block in self.fusion:
+            if conv_first is not None:
+                block.conv_first = conv_first
+            for rcu in (block.rcu1, block.rcu2):
+                if fold_bn is not None:
+                    rcu.fold_bn = fold_bn
+
+    def forward_unfinished(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Four maps -> ``(B, F, H/4, W/4)``: everything but the last block's upsampling and 1x1 conv."""
         l1, l2, l3, l4 = (proj(f) for proj, f in zip(self.proj, feats))
         path = self.fusion[3](l4)  # stride 32 -> 16
         path = self.fusion[2](path, l3)  # -> 8
         path = self.fusion[1](path, l2)  # -> 4
-        return self.fusion[0](path, l1)  # -> 2
+        return self.fusion[0].fuse(path, l1)  # still at stride 4
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Four maps (strides 4..32) -> ``(B, F, H/2, W/2)``."""
+        return self.fusion[0].finish(self.forward_unfinished(feats))
 
 
 class SpatialBlock(nn.Module):

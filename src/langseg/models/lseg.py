@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -16,6 +18,30 @@ from .text import CLIPTextEncoder, expand_prompts
 Labels = Sequence[str | Sequence[str]]
 
 _TEXT_CACHE_SIZE = 32  # label lists whose embeddings each model keeps
+_NORM_EPS = 1e-12  # F.normalize's epsilon
+
+
+@dataclass
+class FastPaths:
+    """Inference fast paths of :class:`LSeg`; all on by default, all off in :meth:`reference`.
+
+    Each computes the same function as the official op order, rearranged; outputs differ by float
+    rounding only (measured bounds in docs/performance.md, checked in tests/test_fast_paths.py).
+    """
+
+    fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
+    cache_pos_embed: bool = True  # resized position embedding reused per token grid (no gradient)
+    split_readout: bool = True  # class-token half of the readout projection run once, no concat
+    onednn: bool = True  # CPU, fp32, no gradient: oneDNN linears with packed weights, fused GELU
+    fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
+    conv_first: bool = True  # decoder 1x1 convs run before the x2 upsampling (4x fewer FLOPs)
+    compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
+    late_normalize: bool = True  # logits = s (e . t) / |e|: the (B, D, h, w) map is never rescaled
+
+    @classmethod
+    def reference(cls) -> FastPaths:
+        """The official op order (explicit attention, nothing cached, folded or merged)."""
+        return cls(**{f.name: False for f in dataclasses.fields(cls)})
 
 
 class LSeg(nn.Module):
@@ -52,6 +78,43 @@ class LSeg(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.fast_paths = FastPaths()
+        self.set_fast_paths(self.fast_paths)
+
+    # ------------------------------------------------------------ fast paths
+    def set_fast_paths(self, paths: FastPaths | None = None, **flags: bool) -> FastPaths:
+        """Select inference fast paths: a :class:`FastPaths`, and/or single flags to change.
+
+        ``model.set_fast_paths(FastPaths.reference())`` runs the official op order;
+        ``model.set_fast_paths(onednn=False)`` turns one path off. Returns the paths now in force.
+        """
+        base = paths if paths is not None else self.fast_paths
+        try:
+            paths = dataclasses.replace(base, **flags)
+        except TypeError:
+            names = [f.name for f in dataclasses.fields(FastPaths)]
+            raise ValueError(f"unknown fast path in {sorted(flags)}; expected some of {names}") from None
+        self.fast_paths = paths
+        if hasattr(self.image_encoder, "set_fast_paths"):  # the ViT trunk; ResNet has none
+            self.image_encoder.set_fast_paths(
+                fused_attn=paths.fused_attn,
+                cache_pos_embed=paths.cache_pos_embed,
+                split_readout=paths.split_readout,
+                onednn=paths.onednn,
+            )
+        self.neck.set_fast_paths(fold_bn=paths.fold_bn, conv_first=paths.conv_first)
+        return paths
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute the ViT blocks during backward instead of storing activations (large crops)."""
+        if not hasattr(self.image_encoder, "set_grad_checkpointing"):
+            raise ValueError(f"gradient checkpointing needs a ViT trunk; {self.config.name} has a ResNet")
+        self.image_encoder.set_grad_checkpointing(enabled)
+
+    def _clear_derived(self) -> None:
+        self.clear_text_cache()
+        if hasattr(self.image_encoder, "clear_caches"):
+            self.image_encoder.clear_caches()
 
     # ------------------------------------------------------------------ text
     @property
@@ -88,11 +151,11 @@ class LSeg(nn.Module):
         self._text_cache.clear()
 
     def _apply(self, fn, recurse=True):  # .to(), .half(), .cuda() invalidate cached embeddings
-        self.clear_text_cache()
+        self._clear_derived()
         return super()._apply(fn, recurse)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        self.clear_text_cache()
+        self._clear_derived()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ----------------------------------------------------------------- image
@@ -110,8 +173,18 @@ class LSeg(nn.Module):
     def forward_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, D, H/2, W/2)`` pixel embeddings, not normalized."""
         self.check_input(images)
-        feats = self.image_encoder(images)
-        return self.pixel_embed(self.neck(feats))
+        feats = self.image_encoder(images.to(self.pixel_embed.weight.dtype))  # follow the weights' dtype
+        if not self.fast_paths.compose_head:
+            return self.pixel_embed(self.neck(feats))
+        # pixel_embed(out_conv(up(z))) == up(W z + b) with W = W_pe W_out, b = W_pe b_out + b_pe:
+        # both are 1x1 convs and commute with the bilinear upsampling
+        z = self.neck.forward_unfinished(feats)  # (B, F, H/4, W/4)
+        out_conv = self.neck.fusion[0].out_conv
+        w_pe = self.pixel_embed.weight.flatten(1)  # (D, F)
+        weight = (w_pe @ out_conv.weight.flatten(1))[:, :, None, None]  # (D, F, 1, 1)
+        bias = w_pe @ out_conv.bias + self.pixel_embed.bias  # (D,)
+        emb = F.conv2d(z, weight.to(memory_format=_memory_format(z)), bias)  # (B, D, H/4, W/4)
+        return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, D, H/2, W/2)`` unit-norm per-pixel embeddings (normalized images in)."""
@@ -131,15 +204,14 @@ class LSeg(nn.Module):
 
     def logits_lowres(self, pixel_embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``(B, D, h, w)`` unit-norm pixels, ``(K, D)`` or ``(B, K, D)`` unit-norm text -> ``(B, K, h, w)``."""
-        text = text.to(pixel_embeddings.dtype)
-        if text.ndim == 2:
-            logits = torch.einsum("bdhw,kd->bkhw", pixel_embeddings * self.logit_scale, text)
+        if self.fast_paths.late_normalize:  # scale the (K, D) text, not the (B, D, h, w) pixels
+            logits = _similarity(pixel_embeddings, text.to(pixel_embeddings.dtype) * self.logit_scale)
         else:
-            logits = torch.einsum("bdhw,bkd->bkhw", pixel_embeddings * self.logit_scale, text)
-        logits = logits.float()
-        if self.spatial_block is not None:
-            logits = self.spatial_block(logits)
-        return logits
+            logits = _similarity(pixel_embeddings * self.logit_scale, text.to(pixel_embeddings.dtype))
+        return self._regularize(logits.float())
+
+    def _regularize(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.spatial_block(logits) if self.spatial_block is not None else logits
 
     def forward(self, images: torch.Tensor, labels: Labels | torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalized images and K labels -> ``(B, K, H, W)`` float32 logits.
@@ -150,6 +222,29 @@ class LSeg(nn.Module):
         text = self.text_features(labels)
         if text.ndim == 3 and text.shape[0] != images.shape[0]:
             raise ValueError(f"{text.shape[0]} per-image label sets for {images.shape[0]} images")
-        pixels = F.normalize(self.forward_embeddings(images).float(), dim=1)  # (B, D, H/2, W/2)
-        logits = self.logits_lowres(pixels, text.float())
+        return self.logits_from_embeddings(self.forward_embeddings(images), text)
+
+    def logits_from_embeddings(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``(B, D, h, w)`` un-normalized pixel embeddings, ``(K, D)``/``(B, K, D)`` unit-norm text -> ``(B, K, 2h, 2w)``."""
+        emb = embeddings.float()
+        if self.fast_paths.late_normalize:
+            # s (e / |e|) . t == (e . s t) / |e|: one pass over the map for |e|, then (B, K, h, w) work
+            inv_norm = emb.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS).reciprocal()  # (B, 1, h, w)
+            logits = self._regularize(_similarity(emb, text.float() * self.logit_scale) * inv_norm)
+        else:
+            logits = self.logits_lowres(F.normalize(emb, dim=1), text.float())
         return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+def _similarity(pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """``(B, D, h, w)`` and ``(K, D)`` or ``(B, K, D)`` -> ``(B, K, h, w)`` dot products."""
+    if text.ndim == 2:
+        return torch.einsum("bdhw,kd->bkhw", pixels, text)
+    return torch.einsum("bdhw,bkd->bkhw", pixels, text)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for an NHWC-strided map (so a derived conv weight matches it), else contiguous."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
