@@ -310,3 +310,12 @@ def test_eval_scores_exactly_the_masks_langseg_segment_writes(tiny_weights, gene
         assert data["confusion_matrix"] == expected.tolist()
         if extra:
             assert data["protocol"]["multi_scale"]["scales"] == [0.5, 0.75] and data["protocol"]["flip"] is True
+
+
+def test_unreadable_image_in_a_loader_worker_is_a_clear_error(tiny_weights, tmp_path, capsys):
+    root = make_generic(tmp_path / "data", sizes=((32, 32), (32, 32)))
+    (root / "images" / "val" / "im1.png").write_bytes(b"not a png")
+    code = main(["eval", "--dataset", "generic", "--data-root", str(root), "--weights", str(tiny_weights),
+                 "--out", str(tmp_path / "x.json"), "--workers", "1", "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "im1.png" in err and "Traceback" not in err

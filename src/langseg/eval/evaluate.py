@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from ..data.base import SegmentationSample
@@ -79,7 +79,39 @@ def unique_keys(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _keep_list(batch: list[SegmentationSample]) -> list[SegmentationSample]:
+class Guarded(Dataset):
+    """``dataset[indices[i]]``, or the :class:`LangsegError` reading it raised, returned as the item.
+
+    Loader workers would re-raise an error wrapped in a traceback text; returned as a value, it is
+    re-raised in the main process with its own message (naming the file).
+    """
+
+    def __init__(self, dataset, indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.dataset[self.indices[i]]
+        except LangsegError as e:
+            return e
+
+
+def collate_list(batch: list) -> list | LangsegError:
+    """Keep samples as a list (or pass on the first reading error)."""
+    return next((b for b in batch if isinstance(b, LangsegError)), batch)
+
+
+def collate_tensors(batch: list) -> Any:
+    """``default_collate`` (or pass on the first reading error)."""
+    return next((b for b in batch if isinstance(b, LangsegError)), None) or default_collate(batch)
+
+
+def raise_if_error(batch: Any) -> Any:
+    if isinstance(batch, LangsegError):
+        raise batch
     return batch
 
 
@@ -127,12 +159,12 @@ def evaluate(
     rank, world = rank_and_world()
     indices = list(range(start + rank, stop, world))
     loader = DataLoader(
-        Subset(dataset, indices), batch_size=max(1, batch_size), num_workers=num_workers, collate_fn=_keep_list
+        Guarded(dataset, indices), batch_size=max(1, batch_size), num_workers=num_workers, collate_fn=collate_list
     )
     done = start  # images covered by `conf` (single process)
     t0 = time.perf_counter()
     bar = tqdm(total=len(indices), disable=not progress or rank != 0, desc="eval", unit="img", dynamic_ncols=True)
-    for samples in loader:
+    for samples in map(raise_if_error, loader):
         preds = predictor.predict([s.image for s in samples], labels, batch_size=batch_size)
         for s, p in zip(samples, preds):
             if p.labels.shape != s.mask.shape:  # the predictor promises the input size
