@@ -86,9 +86,9 @@ def write_json(path: str | Path, obj: Any, *, overwrite: bool = False) -> Path:
     return write_bytes(path, data, overwrite=overwrite)
 
 
-def write_image(path: str | Path, image: Any, *, overwrite: bool = False, format: str = "PNG") -> Path:
-    """A PIL image, atomically (PNG unless ``format`` says otherwise)."""
-    return atomic_write(path, lambda f: image.save(f, format=format), overwrite=overwrite)
+def write_image(path: str | Path, image: Any, *, overwrite: bool = False, format: str = "PNG", **options: Any) -> Path:
+    """A PIL image, atomically (PNG unless ``format`` says otherwise; ``options`` go to ``save``)."""
+    return atomic_write(path, lambda f: image.save(f, format=format, **options), overwrite=overwrite)
 
 
 def write_array(path: str | Path, array: np.ndarray, fmt: str, *, overwrite: bool = False,

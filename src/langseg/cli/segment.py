@@ -388,7 +388,8 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
     if needed(files.mask):
         write_image(files.mask, mask_image(pred.labels, len(names)), overwrite=args.overwrite)
     if needed(files.overlay):
-        write_image(files.overlay, overlay(d.image, pred.labels, names, alpha=args.alpha), overwrite=args.overwrite)
+        picture = overlay(d.image, pred.labels, names, alpha=args.alpha)
+        write_image(files.overlay, picture, overwrite=args.overwrite, compress_level=1)  # fast; photos barely shrink
     if needed(files.logits):
         write_array(files.logits, pred.logits.numpy().astype(np.float16), "npy", overwrite=args.overwrite)
     counts = np.bincount(pred.labels.ravel(), minlength=len(names))
