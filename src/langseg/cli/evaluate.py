@@ -211,6 +211,21 @@ def _print_fixed(metrics: dict[str, Any], header: str) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    try:
+        return _run_eval(args)
+    finally:
+        _teardown(args)
+
+
+def _teardown(args: argparse.Namespace) -> None:
+    """Close the process group that --distributed opened."""
+    import torch.distributed as dist
+
+    if args.distributed and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _run_eval(args: argparse.Namespace) -> int:
     import time
 
     import torch
@@ -303,6 +318,13 @@ def _default_weights(dataset: str) -> str:
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
+    try:
+        return _run_zeroshot(args)
+    finally:
+        _teardown(args)
+
+
+def _run_zeroshot(args: argparse.Namespace) -> int:
     from .. import resolve_device
     from ..errors import LangsegError
     from ..eval.fewshot import load_benchmark
