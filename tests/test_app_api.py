@@ -70,6 +70,14 @@ def png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def httpx_multipart(image: bytes) -> tuple[bytes, str]:
+    """A multipart body with one image field, and its content type."""
+    import httpx
+
+    request = httpx.Request("POST", "http://x/", files={"image": ("n.png", image, "image/png")})
+    return request.read(), request.headers["content-type"]
+
+
 def decode_mask(text: str) -> np.ndarray:
     with Image.open(io.BytesIO(base64.b64decode(text))) as img:
         assert img.mode == "P"
@@ -186,6 +194,9 @@ def test_bad_requests(client):
     assert r.status_code == 422 and "multi_scale" in r.json()["error"]
     r = client.post("/api/segment", data={"labels": "cat"}, files={"other": ("x", b"1")})
     assert r.status_code == 400 and "'image'" in r.json()["error"]
+    body, ctype = httpx_multipart(png(scene()))
+    r = client.post("/api/segment", content=iter([body[:500], body[500:]]), headers={"content-type": ctype})
+    assert r.status_code == 200 and r.json()["width"] == 90  # a chunked body is fine within the limit
     r = client.post("/api/segment", json={"image": "x"})
     assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]
 
@@ -201,6 +212,12 @@ def test_oversized_uploads_are_refused(model):
     r = post(client, flat, filename="big.png")
     assert r.status_code == 413 and "big.png" in r.json()["error"] and "pixels" in r.json()["error"]
     assert backend.peak_active == 1  # the pixel check ran inside a slot, the byte check before one
+    body, ctype = httpx_multipart(
+        png(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    )
+    chunks = iter([body[i : i + 8192] for i in range(0, len(body), 8192)])  # no Content-Length header
+    r = client.post("/api/segment", content=chunks, headers={"content-type": ctype})
+    assert r.status_code == 413 and "the request is above the upload limit of 4,096" in r.json()["error"]
     r = post(client, png(np.full((100, 100, 3), 90, np.uint8)))  # exactly at the limit
     assert r.status_code == 200
 

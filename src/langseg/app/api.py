@@ -65,11 +65,19 @@ async def read_form(request: Request, config: AppConfig) -> tuple[bytes, str, st
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("multipart/form-data"):
         raise RequestError("send multipart/form-data with an 'image' file and a 'labels' field", 400)
+    limit = config.max_upload_bytes + FORM_OVERHEAD
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > config.max_upload_bytes + FORM_OVERHEAD:
-        raise ImageTooLargeError(
-            f"the request has {int(length):,} bytes; uploads are limited to {config.max_upload_bytes:,} bytes"
-        )
+    too_large = f"the request is above the upload limit of {config.max_upload_bytes:,} bytes"
+    if length and length.isdigit() and int(length) > limit:
+        raise ImageTooLargeError(too_large)
+    if not length:  # a chunked body: count while receiving, so nothing unbounded reaches memory or disk
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ImageTooLargeError(too_large)
+            chunks.append(chunk)
+        request._body = b"".join(chunks)  # starlette's form parser reads a received body from here
     try:
         form = await request.form(max_files=1, max_fields=8)
     except Exception as e:  # starlette raises several kinds for malformed bodies

@@ -203,6 +203,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
     """The whole page, with its queue set to the backend's concurrency limit."""
     ui = DemoUI(backend, config)
     info = backend.info()
+    default_labels = config.default_labels or info.default_labels
     where = f"remote backend {config.backend_url}" if config.backend_url else info.device
     with gr.Blocks(
         title="langseg: segment images with any words", analytics_enabled=False, delete_cache=(3600, 3600)
@@ -225,7 +226,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
                     )
                     labels = gr.Textbox(
                         label="Labels",
-                        value=info.default_labels,
+                        value=default_labels,
                         elem_id="seg-labels",
                         info="comma-separated; ';' joins synonyms",
                     )
@@ -272,7 +273,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
                         sources=["upload", "clipboard"],
                         elem_id="feat-image",
                     )
-                    f_labels = gr.Textbox(label="Labels", value=info.default_labels, elem_id="feat-labels")
+                    f_labels = gr.Textbox(label="Labels", value=default_labels, elem_id="feat-labels")
                     f_run = gr.Button("Compute features", variant="primary", elem_id="feat-run")
                     f_status = gr.Markdown(elem_id="feat-status")
                     probs = gr.Label(
