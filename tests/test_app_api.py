@@ -339,6 +339,7 @@ def test_ui_features_click_and_heatmap(ui, tmp_path):
     z = np.exp(state["scale"] * cosine)
     assert probs["cat"] == pytest.approx(z[0] / z.sum(), rel=1e-5)
     assert sum(probs.values()) == pytest.approx(1.0) and "grid cell (47, 0)" in table
+    assert "Image pixel (95, 0)" in table  # the click, in the 96x64 original
     assert ui.heat(state, "grass").shape == (H, W, 3)
 
 

@@ -159,6 +159,7 @@ class DemoUI:
             "scale": result.logit_scale,
             "pca": pca,
             "base": base,
+            "size": result.size,  # (H, W) of the original image
         }
         heat = heat_map(result.similarity[0], size, base)
         status = (
@@ -188,7 +189,9 @@ class DemoUI:
         r = max(4, marked.width // 100)
         draw.ellipse([x - r, y - r, x + r, y + r], outline=(255, 255, 255), width=max(2, r // 2))
         draw.ellipse([x - r - 1, y - r - 1, x + r + 1, y + r + 1], outline=(0, 0, 0), width=1)
-        return marked, probs, f"Pixel ({x}, {y}) · grid cell ({gx}, {gy})\n\n{table}"
+        H, W = state["size"]
+        xo, yo = int(x * W / marked.width), int(y * H / marked.height)  # in the original image
+        return marked, probs, f"Image pixel ({xo}, {yo}) · grid cell ({gx}, {gy})\n\n{table}"
 
     def heat(self, state: dict | None, label: str | None):
         """The chosen label's similarity heat-map over the image."""
