@@ -123,13 +123,20 @@ class Session:
 
 
 def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Inputs -> (images, their output stems, notes on inputs that gave nothing); error if no image."""
+    """Check option combinations, then inputs -> (images, output stems, notes on inputs that gave nothing).
+
+    Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
+    """
     from ..errors import LangsegError
     from ..io import expand_inputs
     from ..outputs import output_stems
 
     if args.overwrite and args.skip_existing:
         raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
+    if args.scales and not args.multi_scale:
+        raise LangsegError("--scales needs --multi-scale")
+    if args.out.exists() and not args.out.is_dir():
+        raise LangsegError(f"--out {args.out} is a file; give a folder")
     items, notes = expand_inputs(args.inputs, exclude=args.out)
     if not items:
         raise LangsegError("no images to process: " + "; ".join(notes or ["no inputs"]))
@@ -161,8 +168,6 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     if args.multi_scale:
         ms = MultiScaleConfig(scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False,
                               batch_size=args.batch_size or 8)
-    elif args.scales:
-        raise LangsegError("--scales needs --multi-scale")
     predictor = LSegPredictor(model, precision=args.precision, templates=templates, multi_scale=ms,
                               max_side=args.max_side, max_pixels=args.max_pixels, flip=bool(args.flip),
                               background=args.background)
@@ -358,6 +363,10 @@ def _predict(session: Session, images, paths, classes, batch_size: int, keep_log
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
             raise
+    if predictor.device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
     out = []
     for image, path in zip(images, paths):
         try:
@@ -399,6 +408,7 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
     record = {
         "input": str(d.item.path),
         "image_size": {"width": W, "height": H},
+        "processed_size": dict(zip(("height", "width"), session.predictor.processed_size(H, W))),
         "labels": [
             {"index": i, "name": names[i], "synonyms": list(classes[i]), "share": float(shares[i]),
              "color": [int(c) for c in colors[i]]}
