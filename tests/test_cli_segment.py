@@ -236,3 +236,22 @@ def test_help_and_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.startswith("langseg ")
+
+
+def test_out_of_memory_retries_one_by_one_then_skips(images, tiny_weights, tmp_path, capsys, monkeypatch):
+    from langseg.predictor import LSegPredictor
+
+    original = LSegPredictor.predict
+
+    def predict(self, imgs, labels=None, **kw):  # a batch never fits; the 40-wide image never fits
+        if isinstance(imgs, list) and len(imgs) > 1 or getattr(imgs, "shape", (0, 0))[1] == 40:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, imgs, labels, **kw)
+
+    monkeypatch.setattr(LSegPredictor, "predict", predict)
+    code, out, err = run_cli(capsys, "segment", images / "a.png", images / "rot.jpg", "--labels", "a,b",
+                             "--weights", tiny_weights, "--out", tmp_path, "--batch-size", "2")
+    assert code == 1
+    assert "rot.jpg: out of memory for 40x70" in err and "--max-side" in err and "Traceback" not in err
+    assert (tmp_path / "a.mask.png").exists() and not (tmp_path / "rot.mask.png").exists()
+    assert "segmented 1 image" in out
