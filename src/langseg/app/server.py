@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import threading
 import time
@@ -61,7 +62,11 @@ def create_app(config: AppConfig, backend: Backend | None = None, *, ui: bool = 
 
 
 def serve(config: AppConfig, backend: Backend | None = None) -> None:
-    """Run the app with uvicorn until interrupted."""
+    """Run the app with uvicorn until Ctrl+C (``KeyboardInterrupt``) or SIGTERM (``SystemExit(143)``).
+
+    Either way the process unwinds normally after uvicorn's graceful shutdown, so temporary files
+    are removed.
+    """
     import uvicorn
 
     app = create_app(config, backend)
@@ -70,7 +75,19 @@ def serve(config: AppConfig, backend: Backend | None = None) -> None:
             app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=3
         )
     )
-    server.run()
+    # uvicorn re-raises the signal after shutting down; with the default SIGTERM action that kills
+    # the process before cleanup, so turn it into an exception first (main thread only).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) if main else None
+    try:
+        server.run()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
