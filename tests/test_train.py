@@ -247,6 +247,25 @@ def test_cli_train_errors_are_clear(tmp_path, capsys):
     assert "nodata" in err and "not found" in err
 
 
+def test_a_flat_dataset_cannot_validate_on_its_training_images(tmp_path):
+    from langseg.data import DatasetError
+    from langseg.train.data import SegDataModule
+
+    (tmp_path / "labels.txt").write_text("sky\nsea\n")
+    for d in ("images", "masks"):
+        (tmp_path / d).mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    Image.new("L", (8, 8)).save(tmp_path / "masks" / "a.png")
+    cfg = load_config(TOY, ["data.datasets.0.kind=generic", f"data.datasets.0.root={tmp_path}"])
+    with pytest.raises(DatasetError, match="same files"):
+        SegDataModule(cfg.data, (0.5,) * 3, (0.5,) * 3)
+    cfg = load_config(TOY, ["data.datasets.0.kind=generic", f"data.datasets.0.root={tmp_path}",
+                            "data.datasets.0.val_split=null", "data.datasets.0.train_split=null"])
+    assert SegDataModule(cfg.data, (0.5,) * 3, (0.5,) * 3).label_sets == [["sky", "sea"]]
+
+
 def test_cli_trains_a_few_steps_on_a_generic_dataset(tmp_path, capsys):
     from langseg.data.toy import ToyConfig, write_toy_dataset
 

@@ -66,10 +66,9 @@ def run(args: argparse.Namespace) -> int:
         config = out / "config.yaml"
         if not config.is_file():
             raise LangsegError(f"{config}: no config to resume with; pass --config")
-    overrides = list(args.overrides)
+    cfg = load_config(config, args.overrides)
     if args.data_root is not None:
-        overrides.append(f"data.root={args.data_root}")
-    cfg = load_config(config, overrides)
+        cfg.data.root = str(args.data_root)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0

@@ -140,7 +140,7 @@ def toy_scene(rng: np.random.Generator, cfg: ToyConfig) -> tuple[Image.Image, np
         # a faint texture inside the shape: brightness stripes in a random direction
         yy, xx = np.nonzero(inside)
         a, period = rng.uniform(0, math.pi), rng.uniform(4.0, 10.0)
-        shade = 1.0 - 0.12 * ((np.floor((xx * math.cos(a) + yy * math.sin(a)) / period) % 2))
+        shade = 1.0 - 0.12 * (np.floor((xx * math.cos(a) + yy * math.sin(a)) / period) % 2)
         image[yy, xx] = colour[None, :] * shade[:, None].astype(np.float32)
         mask[inside] = cls + 1  # later shapes cover earlier ones
     image = image + rng.normal(0.0, 4.0, size=image.shape).astype(np.float32)  # sensor noise

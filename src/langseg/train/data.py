@@ -10,7 +10,15 @@ import lightning as L
 from torch.utils.data import DataLoader, Subset
 
 from ..data.base import DatasetError
-from ..data.multi import GroupedBatchSampler, ResumableLoader, Source, TrainingSet, make_source, read_label_map, unify
+from ..data.multi import (
+    GroupedBatchSampler,
+    ResumableLoader,
+    Source,
+    TrainingSet,
+    make_source,
+    read_label_map,
+    unify,
+)
 from ..data.transforms import AugmentConfig, train_transform, val_transform
 from .config import DataConfig, DatasetSpec
 
@@ -74,6 +82,15 @@ class SegDataModule(L.LightningDataModule):
         self.train_sources = [_source(s, s.train_split, cfg.root) for s in cfg.datasets]
         self.val_sources = [_source(s, s.val_split, cfg.root, cfg.max_val_samples)
                             for s in cfg.datasets if s.val_split is not None]
+        for spec, train in zip(cfg.datasets, self.train_sources):
+            val = next((v for v in self.val_sources if v.name == spec.name), None)
+            pairs = getattr(train.dataset, "pairs", None)
+            if val is not None and pairs is not None and pairs == getattr(val.dataset, "pairs", None):
+                raise DatasetError(
+                    f"dataset {spec.name!r}: splits {spec.train_split!r} and {spec.val_split!r} are the same files "
+                    f"({resolve_root(spec, cfg.root)} has no split folders); add images/<split>/ folders or set "
+                    f"data.datasets.<i>.val_split=null"
+                )
         if cfg.label_space == "union":
             union = unify(self.train_sources + self.val_sources)
             self.train_sources, self.val_sources = union[: len(self.train_sources)], union[len(self.train_sources):]

@@ -71,7 +71,14 @@ class LSegTrainModule(L.LightningModule):
 
     # ---------------------------------------------------------------------------- training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._tic = time.perf_counter()
+        now = time.perf_counter()
+        if self._tic is not None:  # a whole iteration: data loading, step, logging
+            imgs = batch["image"].shape[0] * self.trainer.world_size
+            self.log("img_s", imgs / max(now - self._tic, 1e-9), prog_bar=True, batch_size=1)
+        self._tic = now
+
+    def on_train_epoch_start(self) -> None:
+        self._tic = None  # the pause between epochs (validation, checkpoints) is not a step
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, target = batch["image"], batch["mask"]  # (B, 3, H, W), (B, H, W)
@@ -87,11 +94,6 @@ class LSegTrainModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._tic is None:
-            return
-        dt = time.perf_counter() - self._tic
-        imgs = batch["image"].shape[0] * self.trainer.world_size
-        self.log("img_s", imgs / max(dt, 1e-9), prog_bar=True, batch_size=1)
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=1)
 
     # -------------------------------------------------------------------------- validation

@@ -175,8 +175,8 @@ def train(
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     model = build_model(cfg.model)
     data = SegDataModule(cfg.data, model.config.mean, model.config.std, seed=cfg.trainer.seed)
-    labels = data.label_sets[0] if len(data.label_sets) == 1 or cfg.data.label_space == "union" else model.config.labels
-    model.config = dataclasses.replace(model.config, labels=tuple(labels))  # `langseg segment` defaults to these
+    # `langseg segment` defaults to the (first) training label set
+    model.config = dataclasses.replace(model.config, labels=tuple(data.label_sets[0]))
     freeze_unused(model)
     module = LSegTrainModule(model, cfg, data.label_sets, data.val_label_sets, data.val_names)
     trainer = make_trainer(cfg, run_dir, callbacks)
