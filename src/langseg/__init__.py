@@ -9,32 +9,52 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-
-import torch
-
-from .errors import LangsegError
-from .hub import REGISTRY, DownloadError, cache_dir, fetch
-from .inference import MultiScaleConfig
-from .io import ImageError, load_image
-from .labels import parse_labels
-from .models import (
-    CheckpointError,
-    LabelError,
-    LSeg,
-    LSegConfig,
-    build_lseg,
-    create_model,
-    list_models,
-    load_checkpoint,
-    save_pretrained,
-)
-from .predictor import LSegPredictor, Prediction, resolve_device
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 TOY_WEIGHTS = "lseg-toy"  # the bundled offline default: a tiny model trained on the toy dataset
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+# Public names, imported on first use so that `import langseg` (and `langseg --help`) stays fast.
+_LAZY = {
+    "LangsegError": "errors",
+    "REGISTRY": "hub",
+    "DownloadError": "hub",
+    "cache_dir": "hub",
+    "fetch": "hub",
+    "MultiScaleConfig": "inference",
+    "ImageError": "io",
+    "load_image": "io",
+    "parse_labels": "labels",
+    "CheckpointError": "models",
+    "LabelError": "models",
+    "LSeg": "models",
+    "LSegConfig": "models",
+    "build_lseg": "models",
+    "create_model": "models",
+    "list_models": "models",
+    "load_checkpoint": "models",
+    "save_pretrained": "models",
+    "LSegPredictor": "predictor",
+    "Prediction": "predictor",
+    "resolve_device": "predictor",
+}
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LSeg
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'langseg' has no attribute {name!r}")
 
 
 def bundled_weights() -> dict[str, Path]:
@@ -47,6 +67,9 @@ def bundled_weights() -> dict[str, Path]:
 
 def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
     """A path, a bundled name or a registry name -> a local path (downloading if needed)."""
+    from .hub import REGISTRY, fetch
+    from .models import CheckpointError
+
     p = Path(path_or_name).expanduser()
     if p.exists():
         return p
@@ -66,7 +89,7 @@ def load_model(
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
     progress: bool = True,
-    **overrides,
+    **overrides: Any,
 ) -> LSeg:
     """Load an LSeg network in eval mode.
 
@@ -75,6 +98,9 @@ def load_model(
     ``langseg.REGISTRY``), which is downloaded once into :func:`langseg.cache_dir`.
     ``overrides`` set config fields the weights cannot tell (e.g. ``arch_option``) for official files.
     """
+    from .models import load_checkpoint
+    from .predictor import resolve_device
+
     path = resolve_weights(path_or_name, progress=progress)
     model = load_checkpoint(path, **overrides)
     model.source = str(path_or_name)
@@ -83,6 +109,8 @@ def load_model(
 
 
 __all__ = [
+    "bundled_weights",
+    "resolve_weights",
     "REGISTRY",
     "TOY_WEIGHTS",
     "CheckpointError",

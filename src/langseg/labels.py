@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .models.text import LabelError
+from .errors import LabelError
 
 Label = tuple[str, ...]  # one class: its names (synonyms), the first is the display name
 

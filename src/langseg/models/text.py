@@ -10,12 +10,8 @@ from open_clip.modified_resnet import ModifiedResNet
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import LayerNorm, QuickGELU, Transformer, VisionTransformer
 
-from ..errors import LangsegError
+from ..errors import LabelError
 from .config import ClipVisualConfig, TextConfig
-
-
-class LabelError(LangsegError, ValueError):
-    """A label list that cannot be encoded (empty, blank or too long for the tokenizer)."""
 
 
 def build_clip_visual(cfg: ClipVisualConfig, embed_dim: int) -> nn.Module:
