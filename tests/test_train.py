@@ -130,6 +130,29 @@ def test_loss_honours_the_ignore_index():
     assert empty.item() == 0.0 and empty.requires_grad
 
 
+def test_initial_weights_from_pretrained_parts_or_a_checkpoint(tmp_path, tiny_weights):
+    from safetensors.torch import save_file
+
+    from langseg.train.config import ModelSpec
+    from langseg.train.run import build_model
+
+    torch.manual_seed(1)
+    donor = create_model("lseg_tiny")
+    save_file({k: v.contiguous() for k, v in donor.image_encoder.vit.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    torch.save(donor.text_encoder.state_dict(), tmp_path / "clip.pt")
+    model = build_model(ModelSpec(name="lseg_tiny", vit_weights=str(tmp_path / "vit.safetensors"),
+                                  clip_weights=str(tmp_path / "clip.pt")))
+    for part in ("image_encoder.vit", "text_encoder"):
+        mine, theirs = model.get_submodule(part).state_dict(), donor.get_submodule(part).state_dict()
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), part
+    assert not torch.equal(model.pixel_embed.weight, donor.pixel_embed.weight)  # the decoder starts fresh
+    with pytest.raises(ConfigError, match="model.vit_weights: .*nope.safetensors not found"):
+        build_model(ModelSpec(name="lseg_tiny", vit_weights=str(tmp_path / "nope.safetensors")))
+    finetune = build_model(ModelSpec(init=str(tiny_weights)))
+    reference = langseg.load_model(tiny_weights)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in finetune.state_dict().items())
+
+
 # ------------------------------------------------------------------------------- the toy must learn
 def test_toy_training_learns_to_segment_unseen_scenes(tmp_path):
     """configs/toy.yaml (shortened) on CPU: mIoU >= 0.90 on toy scenes never used in training."""
