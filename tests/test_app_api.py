@@ -16,8 +16,8 @@ from PIL import Image
 
 from langseg import LSegPredictor, load_model
 from langseg.app import AppConfig, BackendError, LocalBackend, create_app, serve_in_thread
+from langseg.errors import LabelError
 from langseg.inference import MultiScaleConfig
-from langseg.labels import LabelError
 
 WORDS = (
     "house",
@@ -360,6 +360,10 @@ def test_cli_app_help_and_errors(capsys, tiny_weights):
     assert "concurrency must be at least 1" in capsys.readouterr().err
     assert main(["app", "--weights", str(tiny_weights), "--labels", "a,,b"]) == 2
     assert "empty label" in capsys.readouterr().err
+    assert main(["app", "--examples", "no/such.jpg"]) == 2
+    assert "example image not found: no/such.jpg" in capsys.readouterr().err
+    assert main(["app", "--backend", "gpu-box:7860"]) == 2
+    assert "must start with http://" in capsys.readouterr().err
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

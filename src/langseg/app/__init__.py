@@ -3,38 +3,39 @@
 >>> from langseg.app import AppConfig, create_app
 >>> app = create_app(AppConfig(weights="lseg-demo-vitl16"))   # a FastAPI app; serve with uvicorn
 
-The package stays importable without gradio; the page itself needs the ``app`` extra.
+Names are imported on first use, so ``langseg --help`` does not load torch, FastAPI or Gradio.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, whoever imports gradio first
 
-from .backend import (  # noqa: E402
-    Backend,
-    BackendError,
-    BackendInfo,
-    BusyError,
-    FeatureResult,
-    LocalBackend,
-    SegmentResult,
-)
-from .config import AppConfig  # noqa: E402
-from .server import create_app, make_backend, serve, serve_in_thread  # noqa: E402
+_LAZY = {
+    "AppConfig": "config",
+    "Backend": "backend",
+    "BackendError": "backend",
+    "BackendInfo": "backend",
+    "BusyError": "backend",
+    "FeatureResult": "backend",
+    "LocalBackend": "backend",
+    "SegmentResult": "backend",
+    "create_app": "server",
+    "make_backend": "server",
+    "serve": "server",
+    "serve_in_thread": "server",
+}
 
-__all__ = [
-    "AppConfig",
-    "Backend",
-    "BackendError",
-    "BackendInfo",
-    "BusyError",
-    "FeatureResult",
-    "LocalBackend",
-    "SegmentResult",
-    "create_app",
-    "make_backend",
-    "serve",
-    "serve_in_thread",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'langseg.app' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -15,9 +15,8 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..errors import LangsegError
+from ..errors import LabelError, LangsegError
 from ..io import ImageError
-from ..models.text import LabelError
 from .backend import Backend, BackendError, BusyError
 from .codec import ImageTooLargeError, b64encode, encode_array, encode_image_png, encode_mask_png
 from .config import AppConfig

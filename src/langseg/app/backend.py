@@ -20,9 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import LangsegError
+from ..errors import LabelError, LangsegError
 from ..labels import Label, parse_labels
-from ..models.text import LabelError
 from .codec import decode_image
 from .config import AppConfig
 
@@ -106,7 +105,7 @@ class LocalBackend:
         self.model = model
         common = {"precision": config.precision, "max_side": config.max_side, "max_pixels": None}
         self.single = LSegPredictor(model, **common)
-        self.multi = LSegPredictor(model, multi_scale=config.multi_scale, **common)
+        self.multi = LSegPredictor(model, multi_scale=config.multi_scale or True, **common)
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self._text_lock = threading.Lock()  # text-cache inserts happen one at a time
         self._count_lock = threading.Lock()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..inference import MultiScaleConfig
+if TYPE_CHECKING:
+    from ..inference import MultiScaleConfig
 
 MIB = 1024 * 1024
 
@@ -26,7 +28,7 @@ class AppConfig:
     max_upload_bytes: int = 20 * MIB  # refuse uploads larger than this
     max_side: int | None = 1024  # long side the model sees (shorter images untouched); None = full size
     max_labels: int = 64  # refuse longer label lists
-    multi_scale: MultiScaleConfig = field(default_factory=MultiScaleConfig)  # used when a request asks for it
+    multi_scale: MultiScaleConfig | None = None  # multi-scale settings when asked for; None = official
     default_labels: str | None = None  # labels pre-filled in the UI; None = the checkpoint's own labels
     examples: list[Path] = field(default_factory=list)  # example images offered in the UI
     remote_timeout: float = 300.0  # seconds to wait for a remote backend's answer
@@ -46,6 +48,8 @@ class AppConfig:
             raise ValueError(f"max_side must be at least 32 (or None), got {self.max_side}")
         if not 1 <= self.max_labels <= 256:
             raise ValueError(f"max_labels must be between 1 and 256, got {self.max_labels}")
+        if self.backend_url is not None and not self.backend_url.startswith(("http://", "https://")):
+            raise ValueError(f"backend URL must start with http:// or https://, got {self.backend_url!r}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be between 1 and 65535, got {self.port}")
 

@@ -99,16 +99,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..app.config import AppConfig, default_examples
     from ..errors import LangsegError
     from ..io import list_images
 
-    try:
-        from ..app import AppConfig, serve
-    except ImportError as e:
-        raise LangsegError(f"the web demo needs the 'app' extra: pip install 'langseg[app]' ({e})") from None
-    from ..app.config import default_examples
-
     examples = list_images(args.examples) if args.examples else default_examples()
+    missing = [str(p) for p in examples if not p.is_file()]
+    if missing:
+        raise LangsegError(f"example image not found: {', '.join(missing)}")
     try:
         config = AppConfig(
             weights=args.weights,
@@ -131,8 +129,14 @@ def run(args: argparse.Namespace) -> int:
         from ..labels import parse_labels
 
         parse_labels(args.labels)  # fail now, not in the page
-    _check_port(config.host, config.port)
-    from ..app import make_backend
+    _check_port(config.host, config.port)  # the cheap checks above run before anything heavy loads
+    try:
+        import fastapi  # noqa: F401
+        import gradio  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise LangsegError(f"the web demo needs the 'app' extra: pip install 'langseg[app]' ({e})") from None
+    from ..app.server import make_backend, serve
 
     where = f"the backend at {config.backend_url}" if config.backend_url else f"model {config.weights}"
     print(f"langseg app: loading {where} ...", flush=True)
