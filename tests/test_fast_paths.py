@@ -186,6 +186,13 @@ def test_deepcopy_and_pickle_drop_derived_caches(model, images):
             assert torch.allclose(m(images, LABELS), model(images, LABELS), atol=FP32_TOL)
 
 
+def test_model_built_in_inference_mode_runs_fast_paths(images, reference):
+    with torch.inference_mode():  # weights are inference tensors: no version counters to key caches on
+        model = _model()
+        assert (model(images, LABELS) - reference[0]).abs().max() <= FP32_TOL
+        assert len(model.image_encoder.packed) == 0 and len(model.image_encoder._pos_cache) == 0
+
+
 def test_unknown_fast_path_is_a_clear_error(model):
     with pytest.raises(ValueError, match="unknown fast path"):
         model.set_fast_paths(warp_speed=True)

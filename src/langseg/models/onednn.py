@@ -93,22 +93,31 @@ class PackedLinears:
         layer: nn.Linear,
         x: torch.Tensor,
         post: str = "none",
+        *,
+        residual: torch.Tensor | None = None,
         cols: slice | None = None,
         bias: bool = True,
     ) -> torch.Tensor:
         """``(..., in) -> (..., out)``: ``layer(x)``, then exact GELU when ``post="gelu"``.
 
+        ``residual`` (same shape as the output) is added inside the GEMM kernel: ``layer(x) + residual``.
         ``cols`` uses only those input columns of the weight (``x`` has that many features), and
         ``bias=False`` leaves the bias out: together they run one half of a split layer.
         """
         if post not in _POST_OPS:
             raise ValueError(f"unknown post-op {post!r}; expected one of {_POST_OPS}")
+        if residual is not None and post != "none":
+            raise ValueError("a residual can only follow a plain linear layer (post='none')")
         b = layer.bias if bias else None
-        if not usable_for(x):
+        if not usable_for(x) or layer.weight.is_inference():  # inference-mode weights: no version counter
             w = layer.weight if cols is None else layer.weight[:, cols]
             y = F.linear(x, w, b)
-            return F.gelu(y) if post == "gelu" else y
+            y = F.gelu(y) if post == "gelu" else y
+            return y if residual is None else y + residual
         b = b.detach() if b is not None else None
-        return torch.ops.mkldnn._linear_pointwise(
-            x.contiguous(), self._weight(layer, cols), b, post, [], "none"
-        )
+        weight = self._weight(layer, cols)
+        if residual is not None:
+            return torch.ops.mkldnn._linear_pointwise.binary(
+                x.contiguous(), residual.contiguous(), weight, b, "add"
+            )
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, b, post, [], "none")

@@ -179,7 +179,8 @@ class ViTEncoder(nn.Module):
     def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         """``(1, 1 + gh*gw, D)`` position embedding for a token grid; cached when no gradient flows to it."""
         pe = self.vit.pos_embed
-        if not self.cache_pos_embed or (torch.is_grad_enabled() and pe.requires_grad):
+        if not self.cache_pos_embed or pe.is_inference() or (torch.is_grad_enabled() and pe.requires_grad):
+            # (weights created in inference mode have no version counter to invalidate an entry)
             return resize_pos_embed(pe, grid).to(dtype)
         # the weight's storage and in-place version counter invalidate the entry on any change
         key = (grid, dtype, pe.device, pe.data_ptr(), pe._version, torch.is_inference_mode_enabled())
@@ -265,8 +266,8 @@ def _block_forward(blk: Block, x: torch.Tensor, packed: PackedLinears) -> torch.
     else:  # the explicit reference attention, as timm computes it
         y = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
     y = y.transpose(1, 2).reshape(B, N, D)  # heads back to channels
-    x = x + packed.linear(attn.proj, y)
-    return x + packed.linear(blk.mlp.fc2, packed.linear(blk.mlp.fc1, blk.norm2(x), post="gelu"))
+    x = packed.linear(attn.proj, y, residual=x)  # x + proj(y), the add fused into the GEMM
+    return packed.linear(blk.mlp.fc2, packed.linear(blk.mlp.fc1, blk.norm2(x), post="gelu"), residual=x)
 
 
 class ResNetEncoder(nn.Module):

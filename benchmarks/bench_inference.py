@@ -1,0 +1,408 @@
+"""Inference speed of LSeg: images/s, peak memory and the FLOP-efficiency target, in one run.
+
+Rows (per image size and batch size):
+
+* ``official``  - what the official code does per call: labels re-tokenized and re-encoded, explicit
+  softmax attention, every ViT block and the final norm, the decoder in its op order (fp32, eager);
+* ``reference`` - our model with every fast path off (the plain fp32 eager path, cached labels);
+* ``fast``      - our default fast paths, per ``--dtype`` (autocast) and ``--compile`` setting.
+
+Every row reports images/s, peak memory (CPU: peak RSS of this process during the row; CUDA:
+``max_memory_allocated``), its speed-up over ``reference`` and ``official``, and the largest logit
+difference from the fp32 ``reference`` output on the same input.
+
+The target section (``--no-target`` skips it) counts FLOPs with ``torch.utils.flop_counter`` for the
+official-like forward and for ours, times ours (batch 1, first size, cached labels) interleaved with
+a plain 4096x4096 fp32 matmul, and prints ``(official FLOPs / our time) / matmul FLOP rate``: the
+fraction of the machine's matmul rate at which we deliver the official forward's work. It is also
+given against the oneDNN GEMM rate when oneDNN is available (on some CPUs ``torch.matmul``'s BLAS is
+the slower of the two).
+
+    python benchmarks/bench_inference.py                                  # CI size: lseg_tiny
+    python benchmarks/bench_inference.py --variant lseg_vitl16_384 --size 480 --iters 3
+    python benchmarks/bench_inference.py --device cuda --variant lseg_vitl16_384 --size 480 \\
+        --batch 1 8 32 --dtype fp32 bf16 --compile both
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import langseg
+from langseg.accel import CompiledLSeg, autocast, channels_last
+from langseg.models import FastPaths, LSeg, create_model
+from langseg.models.onednn import onednn_available
+
+LABELS = ["dog", "grass", "sky", "other", "building", "person", "road", "tree"]
+
+
+# ------------------------------------------------------------------------------ machine
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "langseg": getattr(langseg, "__version__", "?"),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "onednn": onednn_available(),
+        "load_average_start": os.getloadavg(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ------------------------------------------------------------------------------- memory
+class PeakMemory:
+    """Peak memory over a block: CUDA allocator peak, or this process's peak RSS (Linux)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mib: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:  # "5" resets the peak RSS (VmHWM) of this process
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        try:
+            status = Path("/proc/self/status").read_text()
+            kib = int(status.split("VmHWM:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # lifetime peak, KiB on Linux
+        self.peak_mib = kib / 1024
+
+
+# ------------------------------------------------------------------------------ forwards
+def official_forward(model: LSeg, images: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """The official per-call work. The model must be in ``FastPaths.reference()`` mode."""
+    tokens = model.text_encoder.tokenize(labels).to(images.device)  # re-tokenized every call
+    text = F.normalize(model.text_encoder(tokens).float(), dim=-1)  # re-encoded every call
+    enc = model.image_encoder
+    if hasattr(enc, "forward_intermediates"):
+        H, W = images.shape[-2:]
+        p = enc.cfg.patch_size
+        grid = (H // p, W // p)
+        tokens_out = enc.forward_intermediates(images)
+        last = tokens_out[-1]
+        for blk in enc.vit.blocks[max(enc.cfg.hooks) + 1 :]:  # blocks after the last hook still run
+            last = blk(last)
+        enc.vit.norm(last)  # the final norm runs; its output is discarded
+        feats = [stage(t, grid) for stage, t in zip(enc.reassemble, tokens_out)]
+    else:
+        feats = enc(images)
+    emb = model.pixel_embed(model.neck(feats))
+    return model.logits_from_embeddings(emb, text)
+
+
+def timed(fn: Callable[[], object], iters: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds per call, ``iters`` calls after ``warmup``."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# ---------------------------------------------------------------------------------- rows
+def run_rows(model: LSeg, fast: LSeg, args: argparse.Namespace, device: torch.device) -> list[dict]:
+    rows: list[dict] = []
+    labels = LABELS[: args.labels]
+    text = model.encode_text(labels)
+    for size in args.size:
+        for batch in args.batch:
+            g = torch.Generator().manual_seed(size * 1000 + batch)
+            x = torch.randn(batch, 3, size, size, generator=g).clamp(-1, 1).to(device)
+            configs: list[tuple[str, str, str]] = []  # (name, dtype, compile)
+            if not args.no_official:
+                configs.append(("official", "fp32", "off"))
+            configs.append(("reference", "fp32", "off"))
+            for dtype in args.dtype:
+                for comp in ("off", "on") if args.compile == "both" else (args.compile,):
+                    configs.append(("fast", dtype, comp))
+            ref_out = None
+            group: list[dict] = []
+            for name, dtype, comp in configs:
+                net = fast if name == "fast" else model
+                row = run_row(net, name, dtype, comp, x, labels, text, args, device)
+                with torch.inference_mode():
+                    out = row.pop("_out")
+                if name == "reference":
+                    ref_out = out
+                row["max_abs_diff_vs_reference"] = None if ref_out is None else float((out - ref_out).abs().max())
+                row.update(size=size, batch=batch)
+                group.append(row)
+                _print_row(row)
+            base = {r["name"]: r["seconds"] for r in group if r["name"] in ("official", "reference")}
+            for r in group:
+                r["speedup_vs_reference"] = base["reference"] / r["seconds"]
+                r["speedup_vs_official"] = base["official"] / r["seconds"] if "official" in base else None
+            rows.extend(group)
+    return rows
+
+
+def run_row(model, name, dtype, comp, x, labels, text, args, device) -> dict:
+    model.set_fast_paths(FastPaths.reference() if name != "fast" else FastPaths())
+    net = model
+    compile_s = None
+    if comp == "on":
+        net = CompiledLSeg(model, mode="exact", options=args.compile_options)
+    if name == "official":
+
+        def fn():
+            return official_forward(model, x, labels)
+    else:
+
+        def fn():
+            return net(x, text)
+
+    with torch.inference_mode(), autocast(device, dtype):
+        if comp == "on":  # the first call compiles: timed on its own
+            start = time.perf_counter()
+            fn()
+            compile_s = time.perf_counter() - start
+        with PeakMemory(device) as mem:
+            times = timed(fn, args.iters, args.warmup, device)
+            out = fn().float()
+    model.set_fast_paths(FastPaths())
+    sec = statistics.median(times)
+    return {
+        "name": name,
+        "dtype": dtype,
+        "compile": comp,
+        "seconds": sec,
+        "seconds_min": min(times),
+        "images_per_s": x.shape[0] / sec,
+        "peak_memory_mib": mem.peak_mib,
+        "compile_seconds": compile_s,
+        "_out": out,
+    }
+
+
+def _print_row(r: dict) -> None:
+    diff = r["max_abs_diff_vs_reference"]
+    print(
+        f"  {r['size']:>5} {r['batch']:>3}  {r['name']:<9} {r['dtype']:<4} compile={r['compile']:<3}"
+        f"  {r['images_per_s']:9.3f} img/s  {r['seconds'] * 1000:9.1f} ms  peak {r['peak_memory_mib']:8.0f} MiB"
+        f"  |dlogit| {'-' if diff is None else f'{diff:.1e}'}",
+        flush=True,
+    )
+
+
+# -------------------------------------------------------------------------------- target
+def flop_count(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    per_op = {str(k): int(v) for k, v in counter.get_flop_counts()["Global"].items()}
+    return counter.get_total_flops(), per_op
+
+
+def matmul_rate(n: int, device: torch.device, use_onednn: bool = False) -> Callable[[], float]:
+    """A function timing one fp32 ``n x n @ n x n`` product and returning FLOP/s."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device)
+    b = torch.randn(n, n, generator=g).to(device)
+    if use_onednn:
+        packed = torch.ops.mkldnn._reorder_linear_weight(b, None)
+
+        def op():
+            return torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "none")
+    else:
+
+        def op():
+            return a @ b
+
+    op()
+
+    def measure() -> float:
+        return 2 * n**3 / timed(op, 1, 0, device)[0]
+
+    return measure
+
+
+def run_target(model: LSeg, fast: LSeg, args: argparse.Namespace, device: torch.device) -> dict:
+    size, labels = args.size[0], LABELS[: args.labels]
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 3, size, size, generator=g).clamp(-1, 1).to(device)
+    text = model.encode_text(labels)
+    with torch.inference_mode():
+        model.set_fast_paths(FastPaths.reference())
+        official_flops, official_ops = flop_count(lambda: official_forward(model, x, labels))
+        official_out = official_forward(model, x, labels)
+        # our algorithm's FLOPs, with attention and linears on counted (aten) kernels
+        model.set_fast_paths(FastPaths(), onednn=False, fused_attn=False)
+        our_flops, our_ops = flop_count(lambda: model(x, text))
+        model.set_fast_paths(FastPaths())
+        our_out = fast(x, text)
+        mm = matmul_rate(args.matmul_size, device)
+        mm_onednn = matmul_rate(args.matmul_size, device, True) if device.type == "cpu" and onednn_available() else None
+        ours, official, rates, rates_onednn = [], [], [], []
+        for _ in range(args.warmup):
+            fast(x, text)
+        for _ in range(args.target_iters):  # interleaved, so machine load affects all alike
+            rates.append(mm())
+            if mm_onednn is not None:
+                rates_onednn.append(mm_onednn())
+            ours += timed(lambda: fast(x, text), 1, 0, device)
+            if not args.no_official:
+                model.set_fast_paths(FastPaths.reference())
+                official += timed(lambda: official_forward(model, x, labels), 1, 0, device)
+                model.set_fast_paths(FastPaths())
+    t_ours, rate = statistics.median(ours), statistics.median(rates)
+    result = {
+        "size": size,
+        "labels": len(labels),
+        "official_gflop": official_flops / 1e9,
+        "official_gflop_by_op": {k: v / 1e9 for k, v in official_ops.items()},
+        "our_gflop": our_flops / 1e9,
+        "our_gflop_by_op": {k: v / 1e9 for k, v in our_ops.items()},
+        "max_abs_diff_vs_official": float((our_out - official_out).abs().max()),
+        "our_seconds": ours,
+        "official_seconds": official,
+        "matmul_size": args.matmul_size,
+        "matmul_gflops": [r / 1e9 for r in rates],
+        "onednn_gemm_gflops": [r / 1e9 for r in rates_onednn],
+        "ratio": official_flops / t_ours / rate,
+        "ratio_best": official_flops / min(ours) / max(rates),
+    }
+    if official:
+        result["official_ratio"] = official_flops / statistics.median(official) / rate
+    if rates_onednn:
+        result["ratio_vs_onednn_gemm"] = official_flops / t_ours / statistics.median(rates_onednn)
+    return result
+
+
+def _print_target(t: dict) -> None:
+    print(f"\ntarget: {t['size']}x{t['size']}, batch 1, {t['labels']} cached labels, fp32")
+    print(f"  FLOPs      official-like {t['official_gflop']:.1f} GFLOP   ours {t['our_gflop']:.1f} GFLOP")
+    print(f"  matmul     {statistics.median(t['matmul_gflops']):.1f} GFLOP/s (torch.matmul {t['matmul_size']}^2)")
+    if t["onednn_gemm_gflops"]:
+        print(f"             {statistics.median(t['onednn_gemm_gflops']):.1f} GFLOP/s (oneDNN GEMM, same size)")
+    print(f"  time       ours {statistics.median(t['our_seconds']):.3f} s", end="")
+    if t["official_seconds"]:
+        print(f"   official-like {statistics.median(t['official_seconds']):.3f} s", end="")
+    print(f"\n  |logits - official| max {t['max_abs_diff_vs_official']:.2e}")
+    print(f"  ratio      (official FLOPs / our time) / matmul rate = {t['ratio']:.3f}  (best-case {t['ratio_best']:.3f})")
+    if "ratio_vs_onednn_gemm" in t:
+        print(f"             against the oneDNN GEMM rate             = {t['ratio_vs_onednn_gemm']:.3f}")
+    if "official_ratio" in t:
+        print(f"  official-like forward at {t['official_ratio']:.3f} of the matmul rate")
+
+
+# ---------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", default="lseg_tiny", help="model name (random weights); default lseg_tiny")
+    p.add_argument("--size", type=int, nargs="+", default=[128], help="square image sides (multiples of 32)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="batch sizes")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"], help="autocast")
+    p.add_argument("--compile", default="off", choices=["off", "on", "both"], help="torch.compile (exact shapes)")
+    p.add_argument("--channels-last", action="store_true", help="fast rows: NHWC convolution weights")
+    p.add_argument("--labels", type=int, default=4, help=f"number of labels (at most {len(LABELS)})")
+    p.add_argument("--iters", type=int, default=5, help="timed calls per row (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before each row")
+    p.add_argument("--target-iters", type=int, default=3, help="interleaved timings in the target section")
+    p.add_argument("--matmul-size", type=int, default=4096, help="side of the reference fp32 matmul")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-official", action="store_true", help="skip the official-like rows and timings")
+    p.add_argument("--no-target", action="store_true", help="skip the FLOP-efficiency target section")
+    p.add_argument("--no-rows", action="store_true", help="only the target section")
+    p.add_argument("--json", type=Path, default=None, help="output file (default bench_inference-<variant>.json)")
+    args = p.parse_args(argv)
+    if not 1 <= args.labels <= len(LABELS):
+        p.error(f"--labels must be between 1 and {len(LABELS)}")
+    if any(s % 32 for s in args.size):
+        p.error("--size values must be multiples of 32")
+    args.compile_options = None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("bench_inference: error: --device cuda but PyTorch sees no CUDA GPU", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = create_model(args.variant).eval().to(device)
+    fast = channels_last(copy.deepcopy(model)) if args.channels_last else model  # same weights
+    info = machine_info(device)
+    print(f"{args.variant} on {info.get('gpu', info['cpu'])} ({info['torch_threads']} threads), "
+          f"torch {info['torch']}, built in {time.perf_counter() - start:.1f} s")
+    result: dict = {"benchmark": "inference", "variant": args.variant, "machine": info,
+                    "args": {k: v for k, v in vars(args).items() if k != "json"}}
+    if not args.no_rows:
+        print(f"  {'size':>5} {'bs':>3}  {'path':<9} dtype")
+        result["rows"] = run_rows(model, fast, args, device)
+        print("\n  speed-up over the plain fp32 eager path (reference) and the official-like forward:")
+        for r in result["rows"]:
+            off = r["speedup_vs_official"]
+            print(f"  {r['size']:>5} {r['batch']:>3}  {r['name']:<9} {r['dtype']:<4} compile={r['compile']:<3}"
+                  f"  x{r['speedup_vs_reference']:.2f} vs reference"
+                  + ("" if off is None else f"  x{off:.2f} vs official"))
+    if not args.no_target:
+        result["target"] = run_target(model, fast, args, device)
+        _print_target(result["target"])
+    result["machine"]["load_average_end"] = os.getloadavg()
+    out = args.json or Path(f"bench_inference-{args.variant}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
