@@ -341,6 +341,13 @@ def test_ui_features_click_and_heatmap(ui, tmp_path):
     assert sum(probs.values()) == pytest.approx(1.0) and "grid cell (47, 0)" in table
     assert "Image pixel (95, 0)" in table  # the click, in the 96x64 original
     assert ui.heat(state, "grass").shape == (H, W, 3)
+    from langseg.app.ui import heat_map, label_probabilities
+
+    prob = label_probabilities(state["sim"], state["scale"])  # (2, h, w), checked against numpy here
+    z = np.exp(state["scale"] * state["sim"].astype(np.float64))
+    np.testing.assert_allclose(prob, z / z.sum(0), rtol=1e-4)
+    ramp = heat_map(np.array([[0.0, 1.0]]), (2, 1))
+    assert ramp[0, 0].tolist() == [13, 8, 135] and ramp[0, 1].tolist() == [240, 249, 33]  # ends of the ramp
 
 
 def test_legend_escapes_label_html():

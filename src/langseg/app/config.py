@@ -62,7 +62,11 @@ def default_examples() -> list[Path]:
     checkout = Path(__file__).resolve().parents[3] / "examples"  # <repo>/src/langseg/app/config.py
     for folder in (ASSETS / "examples", checkout):
         if folder.is_dir():
-            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                p
+                for p in folder.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask")  # not ground truth
+            )
             if found:
                 return found
     return []

@@ -53,25 +53,28 @@ def legend_html(names: list[str], shares: dict[str, float]) -> str:
 
 
 def heat_map(values: np.ndarray, size: tuple[int, int], base: np.ndarray | None = None) -> np.ndarray:
-    """``(h, w)`` scores -> ``(H, W, 3)`` uint8 colour map (low dark blue, high yellow), at ``size = (W, H)``,
-    stretched between the map's min and max and blended over ``base`` when given."""
-    lo, hi = float(values.min()), float(values.max())
-    t = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
-    pos = t * (len(_HEAT) - 1)  # (h, w) position along the colour ramp
+    """``(h, w)`` values in [0, 1] -> ``(H, W, 3)`` uint8 colour map (0 dark blue, 1 yellow) at
+    ``size = (W, H)``, blended over ``base`` (``(H, W, 3)`` uint8) when given."""
+    pos = np.clip(values, 0.0, 1.0) * (len(_HEAT) - 1)  # (h, w) position along the colour ramp
     i = np.clip(np.floor(pos).astype(int), 0, len(_HEAT) - 2)
     frac = (pos - i)[..., None]
     rgb = _HEAT[i] * (1 - frac) + _HEAT[i + 1] * frac  # (h, w, 3)
     img = np.asarray(Image.fromarray(rgb.astype(np.uint8)).resize(size, Image.BILINEAR), dtype=np.float32)
     if base is not None:
-        img = 0.65 * img + 0.35 * base.astype(np.float32)
+        img = 0.7 * img + 0.3 * base.astype(np.float32)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def label_probabilities(similarity: np.ndarray, logit_scale: float) -> np.ndarray:
+    """``(K, ...)`` cosine similarities -> softmax over the K labels of ``logit_scale * similarity``."""
+    z = logit_scale * similarity.astype(np.float32)
+    z = np.exp(z - z.max(axis=0, keepdims=True))
+    return z / z.sum(axis=0, keepdims=True)
 
 
 def pixel_report(names: list[str], cosine: np.ndarray, logit_scale: float) -> tuple[dict[str, float], str]:
     """``(K,)`` cosine similarities of one pixel -> label probabilities and a Markdown table."""
-    z = logit_scale * cosine.astype(np.float64)
-    prob = np.exp(z - z.max())
-    prob /= prob.sum()
+    prob = label_probabilities(cosine.astype(np.float64), logit_scale)
     rows = ["| label | cosine | probability |", "|---|---:|---:|"]
     for k in np.argsort(-cosine):
         rows.append(f"| {html.escape(names[k]).replace('|', '&#124;')} | {cosine[k]:.3f} | {prob[k]:.1%} |")
@@ -161,7 +164,7 @@ class DemoUI:
             "base": base,
             "size": result.size,  # (H, W) of the original image
         }
-        heat = heat_map(result.similarity[0], size, base)
+        heat = heat_map(label_probabilities(result.similarity, result.logit_scale)[0], size, base)
         status = (
             f"{image.width}×{image.height} px · feature grid {w}×{h} · "
             f"model {result.seconds:.2f} s · total {time.perf_counter() - start:.2f} s · "
@@ -194,12 +197,12 @@ class DemoUI:
         return marked, probs, f"Image pixel ({xo}, {yo}) · grid cell ({gx}, {gy})\n\n{table}"
 
     def heat(self, state: dict | None, label: str | None):
-        """The chosen label's similarity heat-map over the image."""
+        """The chosen label's probability (softmax over the labels) as a heat-map over the image."""
         if not state or label not in state["names"]:
             return None
         k = state["names"].index(label)
         H, W = state["pca"].shape[:2]
-        return heat_map(state["sim"][k].astype(np.float32), (W, H), state["base"])
+        return heat_map(label_probabilities(state["sim"], state["scale"])[k], (W, H), state["base"])
 
 
 def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
@@ -294,7 +297,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
                     )
                     choice = gr.Dropdown(label="Heat-map for label", choices=[], elem_id="feat-label")
                     heat = gr.Image(
-                        label="Similarity heat-map",
+                        label="Probability of the label (softmax over the labels; blue 0, yellow 1)",
                         type="numpy",
                         format="png",
                         interactive=False,
