@@ -120,7 +120,9 @@ class LSegPredictor:
         h, w = self.processed_size(H, W)
         if (h, w) != (H, W):
             arr = np.array(Image.fromarray(arr).resize((w, h), Image.BILINEAR))  # writable, for torch
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
+        if not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.array(arr)  # torch.from_numpy needs a writable, contiguous array
+        x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
         x = (x - self.mean) / self.std
         return x.to(self.device), (H, W)
 

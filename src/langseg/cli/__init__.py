@@ -18,6 +18,10 @@ EPILOG = """examples:
   langseg segment examples/toy_scene.png --labels "red circle,blue square,background"
   langseg segment photos/ --labels "cat;kitten,grass,other" --weights lseg-demo-vitl16 --out masks/
   langseg features frames/ --out feats/ --weights lseg-demo-vitl16
+  langseg eval --dataset ade20k --data-root datasets/ --weights lseg-demo-vitl16 --multi-scale
+  langseg eval-zeroshot --dataset pascal --folds all --data-root data/Dataset_HSN
+  langseg data toy --out data/toy && langseg train --config configs/toy.yaml --out runs/toy
+  langseg app --weights lseg-demo-vitl16
   langseg convert demo_e200.ckpt lseg-demo/ --drop-unused
   langseg weights list
 
