@@ -238,8 +238,11 @@ def test_sampler_shards_ranks_evenly():
     assert len(plans[0]) == len(plans[1]) == len(ranks[0]) == 4  # 7 batches padded to 8
     keys = [(s, i) for p in plans for b in p for s, i, _ in b]
     assert set(keys) == {(0, i) for i in range(9)} | {(1, i) for i in range(4)}
-    val = [GroupedBatchSampler([5], 2, shuffle=False, rank=r, world_size=2, pad=False) for r in range(2)]
-    assert [len(v) for v in val] == [2, 1] and [len(list(v)) for v in val] == [2, 1]
+    val = [GroupedBatchSampler([5, 1], 4, shuffle=False, rank=r, world_size=2, shard_samples=True) for r in range(2)]
+    plans = [list(v) for v in val]
+    assert [len(v) for v in val] == [len(p) for p in plans] == [2, 1]  # one batch of 4 would leave rank 1 idle
+    keys = sorted((s, i) for p in plans for b in p for s, i, _ in b)
+    assert keys == [(0, i) for i in range(5)] + [(1, 0)]  # every sample exactly once, no padding
 
 
 def test_loader_resumes_mid_epoch():

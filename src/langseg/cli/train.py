@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("lightning.pytorch", "lightning.fabric"):  # they print through their own handlers already
         logging.getLogger(name).propagate = False
     result = train(cfg, out, resume=args.resume)
+    if result.rank != 0:
+        return 0
     print(f"run: {result.run_dir}  steps: {result.global_step}")
     for key in ("val/miou", "val/pixacc"):
         if key in result.metrics:

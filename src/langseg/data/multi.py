@@ -170,7 +170,10 @@ class GroupedBatchSampler(Sampler[list[Key]]):
     Each source's indices are permuted (if ``shuffle``) and cut into batches; the batches of all
     sources are interleaved in a random order. Rank ``r`` of ``world_size`` takes every
     ``world_size``-th batch; the list is padded with its own first batches so all ranks run the same
-    number of steps. Everything is a function of ``(seed, epoch)``.
+    number of steps (training). With ``shard_samples`` every rank takes every ``world_size``-th sample
+    of each source instead and batches those, unpadded (validation: each sample counted once, and
+    every rank gets work as long as there are ``world_size`` samples). Everything is a function of
+    ``(seed, epoch)``.
     """
 
     def __init__(
@@ -184,6 +187,7 @@ class GroupedBatchSampler(Sampler[list[Key]]):
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
+        shard_samples: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -192,6 +196,7 @@ class GroupedBatchSampler(Sampler[list[Key]]):
         self.sizes = list(sizes)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.pad = seed, rank, world_size, pad
+        self.shard_samples = shard_samples
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # (epoch, batches already done in it)
         if self._num_batches() == 0:
@@ -212,12 +217,21 @@ class GroupedBatchSampler(Sampler[list[Key]]):
         """Make the next iteration over ``epoch`` skip its first ``done`` batches."""
         self._resume = (epoch, done)
 
+    def _local_sizes(self) -> list[int]:
+        """Samples per source that this rank batches itself."""
+        if self.shard_samples:
+            return [len(range(self.rank, n, self.world_size)) for n in self.sizes]
+        return self.sizes
+
     def _num_batches(self) -> int:
-        per = [n // self.batch_size if self.drop_last else -(-n // self.batch_size) for n in self.sizes]
+        sizes = self._local_sizes()
+        per = [n // self.batch_size if self.drop_last else -(-n // self.batch_size) for n in sizes]
         return sum(per)
 
     def __len__(self) -> int:
         total = self._num_batches()
+        if self.shard_samples:
+            return total
         if self.pad:
             return -(-total // self.world_size)
         return len(range(self.rank, total, self.world_size))
@@ -228,12 +242,16 @@ class GroupedBatchSampler(Sampler[list[Key]]):
         batches: list[list[Key]] = []
         for src, n in enumerate(self.sizes):
             order = rng.permutation(n) if self.shuffle else np.arange(n)
-            stop = n - n % self.batch_size if self.drop_last else n
+            if self.shard_samples:
+                order = order[self.rank :: self.world_size]
+            stop = len(order) - len(order) % self.batch_size if self.drop_last else len(order)
             for start in range(0, stop, self.batch_size):
                 idx = order[start : start + self.batch_size]
                 batches.append([(src, int(i), sample_seed(self.seed, epoch, src, int(i))) for i in idx])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.shard_samples:
+            return batches
         if self.pad and len(batches) % self.world_size:
             batches += batches[: self.world_size - len(batches) % self.world_size]
         return batches[self.rank :: self.world_size]

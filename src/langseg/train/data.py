@@ -138,7 +138,7 @@ class SegDataModule(L.LightningDataModule):
             raise DatasetError(f"{sum(sizes)} validation samples cannot be shared by {world} processes")
         sampler = GroupedBatchSampler(
             sizes, self.cfg.val_batch_size or self.cfg.batch_size, shuffle=False, seed=self.seed,
-            rank=rank, world_size=world, pad=False,
+            rank=rank, world_size=world, pad=False, shard_samples=True,
         )
         return DataLoader(data, batch_sampler=sampler, **self._loader_kwargs())
 

@@ -117,11 +117,12 @@ class LSegTrainModule(L.LightningModule):
             scores.append(m)
             accs.append(a)
             if len(self.val_names) > 1:
-                self.log(f"val/{name}/miou", m, batch_size=1)
-                self.log(f"val/{name}/pixacc", a, batch_size=1)
+                self.log(f"val/{name}/miou", m, batch_size=1, sync_dist=True)
+                self.log(f"val/{name}/pixacc", a, batch_size=1, sync_dist=True)
+        # the counts were summed over ranks, so every rank holds the same values (sync_dist averages equals)
         if scores:
-            self.log("val/miou", sum(scores) / len(scores), prog_bar=True, batch_size=1)
-            self.log("val/pixacc", sum(accs) / len(accs), batch_size=1)
+            self.log("val/miou", sum(scores) / len(scores), prog_bar=True, batch_size=1, sync_dist=True)
+            self.log("val/pixacc", sum(accs) / len(accs), batch_size=1, sync_dist=True)
 
     # --------------------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:

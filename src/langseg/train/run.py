@@ -39,6 +39,7 @@ class RunResult:
     best: Path | None  # our-format folder of the best weights (None without validation)
     global_step: int
     metrics: dict[str, float]
+    rank: int = 0  # global rank of this process (DDP runs return on every rank)
 
 
 def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -194,4 +195,5 @@ def train(
         best=best if best.is_dir() else None,
         global_step=step,
         metrics={k: float(v) for k, v in trainer.callback_metrics.items()},
+        rank=trainer.global_rank,
     )
