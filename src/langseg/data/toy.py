@@ -156,7 +156,8 @@ class ToySegmentation:
     def __init__(self, n: int, split: str = "train", cfg: ToyConfig | None = None) -> None:
         if n < 1:
             raise DatasetError(f"toy {split} split needs at least one scene, got {n}")
-        scene_rng(0, split, 0)  # validates the split name
+        if split not in SPLIT_IDS:
+            raise DatasetError(f"unknown toy split {split!r}; expected one of {sorted(SPLIT_IDS)}")
         self.n = n
         self.split = split
         self.cfg = cfg or ToyConfig()

@@ -22,10 +22,6 @@ from typing import Any, Literal
 
 from ..errors import LangsegError
 
-SCHEDULES = ("epoch", "step")
-OPTIMIZERS = ("sgd", "adamw")
-KINDS = ("ade20k", "generic", "toy")
-
 
 class ConfigError(LangsegError, ValueError):
     """A training config that cannot be used; the message names the key or file."""

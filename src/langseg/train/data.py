@@ -38,8 +38,11 @@ def open_dataset(spec: DatasetSpec, split: str | None, data_root: str | None):
         from ..data.toy import ToyConfig, ToySegmentation
 
         n = spec.toy.n_train if split == spec.train_split else spec.toy.n_val
-        cfg = ToyConfig(size=spec.toy.size, seed=spec.toy.seed)
-        return ToySegmentation(n, "train" if split == spec.train_split else "val", cfg)
+        try:
+            cfg = ToyConfig(size=spec.toy.size, seed=spec.toy.seed)
+        except ValueError as e:
+            raise DatasetError(f"dataset {spec.name!r}: {e}") from None
+        return ToySegmentation(n, split or "train", cfg)
     root = resolve_root(spec, data_root)
     if not root.exists():
         raise DatasetError(f"{root}: dataset {spec.name!r} not found (kind {spec.kind}; set data.root / --data-root "
