@@ -180,9 +180,10 @@ class LSeg(nn.Module):
         # both are 1x1 convs and commute with the bilinear upsampling
         z = self.neck.forward_unfinished(feats)  # (B, F, H/4, W/4)
         out_conv = self.neck.fusion[0].out_conv
-        w_pe = self.pixel_embed.weight.flatten(1)  # (D, F)
-        weight = (w_pe @ out_conv.weight.flatten(1))[:, :, None, None]  # (D, F, 1, 1)
-        bias = w_pe @ out_conv.bias + self.pixel_embed.bias  # (D,)
+        with torch.autocast(z.device.type, enabled=False):  # merge in the weights' precision
+            w_pe = self.pixel_embed.weight.flatten(1)  # (D, F)
+            weight = (w_pe @ out_conv.weight.flatten(1))[:, :, None, None]  # (D, F, 1, 1)
+            bias = w_pe @ out_conv.bias + self.pixel_embed.bias  # (D,)
         emb = F.conv2d(z, weight.to(memory_format=_memory_format(z)), bias)  # (B, D, H/4, W/4)
         return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
 
