@@ -13,9 +13,11 @@ import pickle
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from langseg import LSegPredictor
 from langseg.accel import CompiledLSeg, ShapeBuckets, autocast, channels_last, prefetch_map, resolve_precision
 from langseg.models import FastPaths, create_model
 from langseg.models.onednn import onednn_available
@@ -208,6 +210,8 @@ def test_compiled_exact_and_bucketed_modes(images, reference):
         out = exact(images[:1, :, :64, :64], LABELS)  # over max_shapes: runs eagerly
     assert exact.compiled_shapes == [(2, 3, 96, 128)]
     assert out.shape == (1, 4, 64, 64)
+    pred = LSegPredictor(exact).predict(np.zeros((40, 50, 3), np.uint8), LABELS)  # stands in for LSeg
+    assert pred.labels.shape == (40, 50) and pred.label_names == LABELS
 
     bucketed = CompiledLSeg(model, mode="bucketed", backend="eager", buckets=ShapeBuckets(multiple=64))
     x = images[:1, :, :, :96]  # 96x96 -> bucket 128x128, padded with normalized black
