@@ -6,6 +6,7 @@ from running the blocks explicitly (no hooks).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import torch
@@ -186,13 +187,15 @@ class ViTEncoder(nn.Module):
         key = (grid, dtype, pe.device, pe.data_ptr(), pe._version, torch.is_inference_mode_enabled())
         hit = self._pos_cache.get(key)
         if hit is not None:
-            self._pos_cache.move_to_end(key)
+            with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile
+                self._pos_cache.move_to_end(key)
             return hit
         with torch.no_grad():
             value = resize_pos_embed(pe, grid).to(dtype)
         self._pos_cache[key] = value
-        if len(self._pos_cache) > _POS_CACHE_SIZE:
-            self._pos_cache.popitem(last=False)
+        while len(self._pos_cache) > _POS_CACHE_SIZE:
+            with contextlib.suppress(KeyError):
+                self._pos_cache.popitem(last=False)
         return value
 
     # --------------------------------------------------------------- forward
