@@ -234,26 +234,24 @@ class ViTEncoder(nn.Module):
 
 
 def _is_plain_block(blk: nn.Module) -> bool:
-    """A timm pre-norm block with nothing but LayerNorm, attention, exact GELU MLP and residuals."""
+    """A timm pre-norm block with nothing but LayerNorm, attention, exact GELU MLP and residuals.
+
+    Attributes that older timm versions lack count as absent (identity); anything unexpected makes
+    the block run through timm's own ``forward`` instead of :func:`_block_forward`.
+    """
     if type(blk) is not Block:
         return False
     attn, mlp = blk.attn, blk.mlp
-    identities = (
-        blk.ls1,
-        blk.ls2,
-        blk.drop_path1,
-        blk.drop_path2,
-        attn.q_norm,
-        attn.k_norm,
-        attn.norm,
-        mlp.norm,
-    )
+    optional = [(blk, n) for n in ("ls1", "ls2", "drop_path1", "drop_path2")]
+    optional += [(attn, n) for n in ("q_norm", "k_norm", "norm")] + [(mlp, "norm")]
+    act = getattr(mlp, "act", None)
     return (
-        all(isinstance(m, nn.Identity) for m in identities)
+        all(isinstance(getattr(obj, name, nn.Identity()), nn.Identity) for obj, name in optional)
         and getattr(attn, "gate", None) is None
-        and isinstance(mlp.act, nn.GELU)
-        and mlp.act.approximate == "none"
-        and attn.attn_dim == attn.qkv.in_features
+        and isinstance(act, nn.GELU)
+        and act.approximate == "none"
+        and getattr(attn, "attn_dim", attn.qkv.in_features) == attn.qkv.in_features
+        and attn.num_heads * attn.head_dim == attn.qkv.in_features
     )
 
 
