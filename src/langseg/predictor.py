@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .accel import resolve_precision
 from .inference import MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
 from .io import DEFAULT_MAX_PIXELS, to_rgb_array
 from .labels import display_names, parse_labels
 from .models.lseg import LSeg
 
 ImageLike = str | Path | Image.Image | np.ndarray
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -61,7 +62,8 @@ class LSegPredictor:
     """Runs an :class:`LSeg` on ordinary images with the checkpoint's own preprocessing.
 
     Single scale pads each image to a multiple of 32 (normalized black) and crops back; multi-scale
-    runs the official evaluator. ``precision`` sets autocast (the model's weights stay as loaded).
+    runs the official evaluator. ``precision`` sets autocast (the model's weights stay as loaded);
+    ``"auto"`` is bf16 on CUDA and fp32 elsewhere.
     ``flip`` adds the horizontally flipped run to single-scale inference, as the official
     ``module_inference`` does (multi-scale takes its flip from its :class:`MultiScaleConfig`).
     ``background`` is the colour transparent pixels are composited on.
@@ -72,7 +74,7 @@ class LSegPredictor:
         model: LSeg,
         *,
         device: str | torch.device | None = None,
-        precision: Precision = "fp32",
+        precision: Precision = "auto",
         templates: Sequence[str] | None = None,
         multi_scale: MultiScaleConfig | bool | None = None,
         max_side: int | None = None,
@@ -80,13 +82,13 @@ class LSegPredictor:
         flip: bool = False,
         background: tuple[int, int, int] = (255, 255, 255),
     ) -> None:
-        if precision not in _DTYPES:
-            raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_DTYPES)}")
+        if precision != "auto" and precision not in _DTYPES:
+            raise ValueError(f"unknown precision {precision!r}; expected 'auto' or one of {sorted(_DTYPES)}")
         if max_side is not None and max_side < 32:
             raise ValueError(f"max_side must be at least 32, got {max_side}")
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        self.precision = precision
+        self.precision = resolve_precision(self.device, precision)  # "auto": bf16 on CUDA, fp32 elsewhere
         self.templates = list(templates) if templates else None
         if multi_scale is True:
             multi_scale = MultiScaleConfig()
@@ -203,9 +205,12 @@ class LSegPredictor:
         image: ImageLike,
         *,
         resolution: Literal["half", "full"] | tuple[int, int] = "half",
-        keep_on_device: bool = False,
+        keep_on_device: bool = True,
     ) -> torch.Tensor:
-        """Unit-norm per-pixel embeddings ``(D, h, w)``: half resolution (default), full, or ``(W, H)``."""
+        """Unit-norm per-pixel embeddings ``(D, h, w)``: half resolution (default), full, or ``(W, H)``.
+
+        The result stays on the model's device (no host copy) unless ``keep_on_device=False``.
+        """
         x, (H, W) = self.preprocess(image)
         h, w = x.shape[-2:]
         if resolution == "half":

@@ -210,7 +210,7 @@ class LocalBackend:
             start = time.perf_counter()
             img = self._image(image, name)
             text, names = self._text(classes)  # (K, D) unit norm
-            feats = self.single.features(np.array(img))  # (D, h, w) unit norm, on the CPU
+            feats = self.single.features(np.array(img), keep_on_device=False)  # (D, h, w) unit norm, CPU
             sim = torch.einsum("kd,dhw->khw", text.float().cpu(), feats.float())  # (K, h, w) cosine
             pca = np.asarray(pca_rgb(feats))
             seconds = time.perf_counter() - start

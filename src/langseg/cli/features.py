@@ -181,7 +181,7 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
             H, W = d.image.shape[:2]
             t0 = time.perf_counter()
             try:
-                feats = predictor.features(d.image, resolution=resolution)  # (D, h, w) float32, unit norm
+                feats = predictor.features(d.image, resolution=resolution, keep_on_device=False)  # (D, h, w)
             except (RuntimeError, MemoryError) as e:
                 if not is_out_of_memory(e):
                     raise

@@ -91,8 +91,8 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
                    help="a weights name (see 'langseg weights list'), a folder of ours or an official "
                         ".ckpt (default: the bundled lseg-toy)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: auto)")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
-                   help="autocast precision of the image network (default: fp32)")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                   help="autocast precision of the image network (default: auto = bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--max-side", type=max_side_arg, default=1024, metavar="N",
                    help="shrink images whose long side exceeds N before the network (results are scaled "
                         "back to the input size); 0: never (default: 1024)")
@@ -185,7 +185,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
             "crop_size": ms.crop_size, "stride": ms.stride,
         },
         "flip": ms.flip if ms is not None else bool(args.flip),
-        "precision": args.precision,
+        "precision": predictor.precision,
         "device": str(predictor.device),
     }
     return Session(predictor, weights_record(spec, path, cfg.name), protocol)
