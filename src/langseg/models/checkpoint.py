@@ -23,7 +23,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import LangsegError
-
 from .build import CLIP_RN50X16_VISUAL, CLIP_VIT_B32_VISUAL, build_lseg, model_config
 from .config import ClipVisualConfig, LSegConfig, ResNetConfig, TextConfig, ViTConfig
 from .lseg import LSeg
