@@ -8,7 +8,6 @@ and the original is removed unless ``keep_original``.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .errors import LangsegError
 from .models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, convert_official
+from .outputs import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,6 @@ def cache_dir() -> Path:
         return Path(os.environ["LANGSEG_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "langseg"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _manual_hint(entry: WeightsEntry, target: Path) -> str:

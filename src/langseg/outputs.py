@@ -179,6 +179,7 @@ def existing(paths: Sequence[Path], limit: int = 5) -> str:
 
 # --------------------------------------------------------------------------------------- provenance
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from ..errors import LangsegError
-from ..hub import sha256_file
 from ..models.checkpoint import WEIGHTS_NAME
+from ..outputs import sha256_file
 
 
 def weights_file(path: str | Path) -> Path | None:
