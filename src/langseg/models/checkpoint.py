@@ -87,63 +87,52 @@ def strip_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch
 
 
 # ------------------------------------------------------------------------------ official key names
-# (official pattern, our replacement), applied in order to keys without the leading "net."
-_OFFICIAL_RULES = [
-    (r"^clip_pretrained\.", "text_encoder."),
-    (r"^pretrained\.model\.", "image_encoder.vit."),
-    (r"^pretrained\.act_postprocess(\d)\.0\.", lambda m: f"image_encoder.reassemble.{int(m[1]) - 1}.readout."),
-    (r"^pretrained\.act_postprocess(\d)\.3\.", lambda m: f"image_encoder.reassemble.{int(m[1]) - 1}.proj."),
-    (r"^pretrained\.act_postprocess(\d)\.4\.", lambda m: f"image_encoder.reassemble.{int(m[1]) - 1}.resample."),
-    (r"^pretrained\.layer1\.0\.", "image_encoder.resnet.conv1."),
-    (r"^pretrained\.layer1\.1\.", "image_encoder.resnet.bn1."),
-    (r"^pretrained\.layer1\.4\.", "image_encoder.resnet.layer1."),
-    (r"^pretrained\.layer([234])\.", r"image_encoder.resnet.layer\1."),
-    (r"^scratch\.layer(\d)_rn\.", lambda m: f"neck.proj.{int(m[1]) - 1}."),
-    (r"^scratch\.refinenet(\d)\.", lambda m: f"neck.fusion.{int(m[1]) - 1}."),
-    (r"\.resConfUnit(\d)\.", r".rcu\1."),
-    (r"^scratch\.head1\.", "pixel_embed."),
-    (r"^scratch\.head_block\.depthwise\.depthwise\.", "spatial_block.conv."),
+# One table read in both directions: (official prefix, our prefix, official index - our index).
+# "{}" stands for a stage number; the first matching prefix wins, so specific entries come first.
+_KEY_PREFIXES = [
+    ("clip_pretrained.", "text_encoder.", 0),
+    ("pretrained.model.", "image_encoder.vit.", 0),
+    ("pretrained.act_postprocess{}.0.", "image_encoder.reassemble.{}.readout.", 1),
+    ("pretrained.act_postprocess{}.3.", "image_encoder.reassemble.{}.proj.", 1),
+    ("pretrained.act_postprocess{}.4.", "image_encoder.reassemble.{}.resample.", 1),
+    ("pretrained.layer1.0.", "image_encoder.resnet.conv1.", 0),  # official Sequential(conv1, bn1, relu,
+    ("pretrained.layer1.1.", "image_encoder.resnet.bn1.", 0),  # maxpool, layer1)
+    ("pretrained.layer1.4.", "image_encoder.resnet.layer1.", 0),
+    ("pretrained.layer{}.", "image_encoder.resnet.layer{}.", 0),
+    ("scratch.layer{}_rn.", "neck.proj.{}.", 1),
+    ("scratch.refinenet{}.", "neck.fusion.{}.", 1),
+    ("scratch.head1.", "pixel_embed.", 0),
+    ("scratch.head_block.depthwise.depthwise.", "spatial_block.conv.", 0),
 ]
+_KEY_INFIXES = [(".resConfUnit{}.", ".rcu{}.", 0)]
+
+
+def _template_regex(template: str, anchored: bool) -> re.Pattern:
+    return re.compile(("^" if anchored else "") + re.escape(template).replace(r"\{\}", r"(\d+)"))
+
+
+def _rename(key: str, to_official: bool) -> str:
+    """Apply the first matching prefix rule and every infix rule in one direction."""
+    for table, anchored in ((_KEY_PREFIXES, True), (_KEY_INFIXES, False)):
+        for official, ours, offset in table:
+            src, dst, shift = (ours, official, offset) if to_official else (official, ours, -offset)
+            rx = _template_regex(src, anchored)
+            new = rx.sub(lambda m, dst=dst, shift=shift: dst.format(*(int(g) + shift for g in m.groups())), key)
+            if new != key:
+                key = new
+                if anchored:
+                    break
+    return key
 
 
 def official_to_langseg(sd: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Rename official lang-seg keys (with or without ``net.``) to ours."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, value in strip_prefix(sd, "net.").items():
-        new = key
-        for pattern, repl in _OFFICIAL_RULES:
-            new = re.sub(pattern, repl, new)
-        out[new] = value
-    return out
-
-
-_LANGSEG_RULES = [
-    (r"^text_encoder\.", "clip_pretrained."),
-    (r"^image_encoder\.vit\.", "pretrained.model."),
-    (r"^image_encoder\.reassemble\.(\d)\.readout\.", lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.0."),
-    (r"^image_encoder\.reassemble\.(\d)\.proj\.", lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.3."),
-    (r"^image_encoder\.reassemble\.(\d)\.resample\.", lambda m: f"pretrained.act_postprocess{int(m[1]) + 1}.4."),
-    (r"^image_encoder\.resnet\.conv1\.", "pretrained.layer1.0."),
-    (r"^image_encoder\.resnet\.bn1\.", "pretrained.layer1.1."),
-    (r"^image_encoder\.resnet\.layer1\.", "pretrained.layer1.4."),
-    (r"^image_encoder\.resnet\.layer([234])\.", r"pretrained.layer\1."),
-    (r"^neck\.proj\.(\d)\.", lambda m: f"scratch.layer{int(m[1]) + 1}_rn."),
-    (r"^neck\.fusion\.(\d)\.", lambda m: f"scratch.refinenet{int(m[1]) + 1}."),
-    (r"\.rcu(\d)\.", r".resConfUnit\1."),
-    (r"^pixel_embed\.", "scratch.head1."),
-    (r"^spatial_block\.conv\.", "scratch.head_block.depthwise.depthwise."),
-]
+    return OrderedDict((_rename(k, to_official=False), v) for k, v in strip_prefix(sd, "net.").items())
 
 
 def langseg_to_official(sd: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Our key names -> official lang-seg names with the ``net.`` prefix (inverse of official_to_langseg)."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for key, value in sd.items():
-        new = key
-        for pattern, repl in _LANGSEG_RULES:
-            new = re.sub(pattern, repl, new)
-        out["net." + new] = value
-    return out
+    return OrderedDict(("net." + _rename(k, to_official=True), v) for k, v in sd.items())
 
 
 def is_official(sd: Mapping[str, torch.Tensor]) -> bool:
