@@ -157,6 +157,34 @@ def test_multi_scale_equals_the_evaluator(images, tiny_weights, tiny_model, tmp_
     assert record["preprocessing"]["flip"] is True
 
 
+
+def test_sliding_window_runs_windows_at_native_resolution(tiny_weights, tiny_model, tmp_path, capsys):
+    """--sliding-window 64 on a 100x150 image: the evaluator's windows over the unresized image."""
+    rng = np.random.default_rng(3)
+    arr = (rng.random((100, 150, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "big.png")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "segment", tmp_path / "big.png", "--labels", "a,b,c,d", "--weights",
+                           tiny_weights, "--out", out, "--sliding-window", "64", "--save-logits")
+    assert code == 0, err
+    text = _expected_text(tiny_model, [["a"], ["b"], ["c"], ["d"]], ["{}"])
+    cfg = MultiScaleConfig(scales=(1.0,), flip=False, base_size=150, crop_size=64)  # base = the long side
+    with torch.no_grad():
+        ref = multi_scale(lambda b: tiny_model(b, text), normalized(arr), pad_value((0.5,) * 3, (0.5,) * 3), cfg)[0]
+    logits = np.load(out / "big.logits.npy").astype(np.float32)
+    assert logits.shape == (4, 100, 150)
+    assert np.allclose(logits, ref.numpy(), rtol=2e-3, atol=1e-2)
+    record = json.loads((out / "big.json").read_text())["preprocessing"]
+    assert record["mode"] == "sliding-window" and record["max_side"] is None  # native resolution by default
+    assert record["multi_scale"]["crop_size"] == 64 and record["multi_scale"]["stride"] == 42
+
+    code, _, err = run_cli(capsys, "segment", tmp_path / "big.png", "--labels", "a,b", "--weights", tiny_weights,
+                           "--out", tmp_path / "x", "--sliding-window", "--multi-scale")
+    assert code != 0 and "--multi-scale and --sliding-window" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["segment", str(tmp_path / "big.png"), "--labels", "a", "--sliding-window", "100"])
+    assert "multiple of 32" in capsys.readouterr().err
+
 @pytest.mark.parametrize(
     "argv, message",
     [

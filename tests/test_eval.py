@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -164,6 +165,38 @@ def test_official_multi_scale_config_equals_slow_reference(tiny_model):
     ref = slow_multi_scale(net, x, value, cfg)
     assert torch.allclose(multi_scale(net, x, value, cfg), ref, atol=1e-5)
 
+
+def test_sliding_window_is_the_evaluator_at_native_size_in_bounded_batches(tiny_model):
+    """One scale, base = the image's long side: windows over the unresized image, never more than
+    ``batch_size`` windows (x2 with flip) per network call, whatever the image size."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 100, 170)
+    text = tiny_model.encode_text(["a", "b", "c"])
+    value = pad_value(tiny_model.config.mean, tiny_model.config.std)
+    calls: list[int] = []
+
+    def net(batch):
+        calls.append(batch.shape[0])
+        assert batch.shape[-2:] == (64, 64)
+        with torch.no_grad():
+            return tiny_model(batch, text)
+
+    cfg = MultiScaleConfig.sliding_window(64, flip=True, batch_size=3)
+    assert (cfg.scales, cfg.base_size, cfg.stride) == ((1.0,), None, 42)
+    fast = multi_scale(net, x, value, cfg)
+    assert max(calls) <= 6 and sum(calls) == 2 * 2 * 4  # 2 x 4 windows of 64 at stride 42, each flipped
+    ref = slow_multi_scale(net, x, value, dataclasses.replace(cfg, base_size=170))
+    assert fast.shape == (1, 3, 100, 170)
+    assert torch.allclose(fast, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scales": ()}, "scales"), ({"crop_size": 100}, "multiple of 32"), ({"stride_rate": 0}, "stride_rate"),
+    ({"batch_size": 0}, "batch_size"), ({"base_size": 0}, "base_size"),
+])
+def test_multi_scale_config_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiScaleConfig(**kwargs)
 
 def test_eval_result_metrics_nulls_and_unique_keys():
     conf = torch.tensor([[2, 0, 0], [1, 1, 0], [0, 0, 0]])

@@ -5,6 +5,8 @@
 * :func:`multi_scale` is the official evaluator (``MultiEvalModule``): scales of a 520 base size,
   480 crops, stride 320 sliding windows, horizontal flip, outputs summed over flips and scales. The
   windows of all scales are batched instead of run one at a time; the arithmetic is the same.
+  :meth:`MultiScaleConfig.sliding_window` runs the same windows over the image at its own size (one
+  scale, no resize): memory is bounded by the window batch, not by the image size.
 
 Both take ``fn``: a function from a normalized ``(N, 3, h, w)`` batch to ``(N, C, h, w)`` maps
 (logits for segmentation, upsampled embeddings for features).
@@ -30,10 +32,30 @@ class MultiScaleConfig:
 
     scales: tuple[float, ...] = OFFICIAL_SCALES  # multiples of base_size for the long side
     flip: bool = True  # add the horizontally flipped run, flipped back
-    base_size: int = 520  # long side at scale 1
+    base_size: int | None = 520  # long side at scale 1; None: each image's own long side
     crop_size: int = 480  # every network call sees crop_size x crop_size
     stride_rate: float = 2 / 3  # window stride = int(crop_size * stride_rate)
     batch_size: int = 8  # windows per network call
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ValueError(f"scales must be positive, got {self.scales}")
+        if self.crop_size < 32 or self.crop_size % 32:
+            raise ValueError(f"crop_size must be a positive multiple of 32, got {self.crop_size}")
+        if not 0 < self.stride_rate <= 1 or self.stride < 1:
+            raise ValueError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.base_size is not None and self.base_size < 1:
+            raise ValueError(f"base_size must be positive or None, got {self.base_size}")
+
+    @classmethod
+    def sliding_window(
+        cls, crop_size: int = 480, *, stride_rate: float = 2 / 3, flip: bool = False, batch_size: int = 8
+    ) -> MultiScaleConfig:
+        """Windows over the image at its own resolution: one scale, no resize, bounded memory for large images."""
+        return cls(scales=(1.0,), flip=flip, base_size=None, crop_size=crop_size, stride_rate=stride_rate,
+                   batch_size=batch_size)
 
     @property
     def stride(self) -> int:
@@ -99,8 +121,9 @@ def multi_scale(
     padded: list[torch.Tensor] = []  # per scale: the resized image, padded as the evaluator does
     sizes: list[tuple[int, int]] = []
     windows: list[_Window] = []
+    base_size = cfg.base_size or max(h, w)
     for si, s in enumerate(cfg.scales):
-        height, width = scale_size(h, w, s, cfg.base_size)
+        height, width = scale_size(h, w, s, base_size)
         img = resize(image, height, width)
         if max(height, width) <= crop or min(height, width) < crop:
             img = pad_to(img, crop, crop, value)

@@ -41,11 +41,18 @@ def positive_int(text: str) -> int:
     return value
 
 
-def max_side_arg(text: str) -> int | None:
+def max_side_arg(text: str) -> int:
     value = int(text)
     if value != 0 and value < 32:
         raise argparse.ArgumentTypeError(f"must be 0 (no limit) or >= 32, got {value}")
-    return value or None
+    return value
+
+
+def window_arg(text: str) -> int:
+    value = int(text)
+    if value < 32 or value % 32:
+        raise argparse.ArgumentTypeError(f"window side must be a multiple of 32 (e.g. 480), got {value}")
+    return value
 
 
 def max_pixels_arg(text: str) -> int | None:
@@ -93,9 +100,9 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="autocast precision of the image network (default: auto = bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--max-side", type=max_side_arg, default=1024, metavar="N",
+    p.add_argument("--max-side", type=max_side_arg, default=None, metavar="N",
                    help="shrink images whose long side exceeds N before the network (results are scaled "
-                        "back to the input size); 0: never (default: 1024)")
+                        "back to the input size); 0: never (default: 1024, or 0 with --sliding-window)")
     p.add_argument("--max-pixels", type=max_pixels_arg, default=100_000_000, metavar="N",
                    help="refuse images with more pixels than this before decoding them (decompression-"
                         "bomb guard); 0: no limit (default: 100000000)")
@@ -104,6 +111,9 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
                         "(default: white)")
     p.add_argument("--multi-scale", action="store_true",
                    help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip")
+    p.add_argument("--sliding-window", type=window_arg, nargs="?", const=480, default=None, metavar="SIDE",
+                   help="run SIDE x SIDE windows (default 480, stride 2/3 of it) over the image at its own "
+                        "resolution, overlaps averaged: large images in bounded memory")
     p.add_argument("--scales", type=scales_arg, default=None, metavar="S1,S2,...",
                    help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
@@ -135,6 +145,8 @@ def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[st
         raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
     if args.scales and not args.multi_scale:
         raise LangsegError("--scales needs --multi-scale")
+    if args.multi_scale and args.sliding_window:
+        raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
     if args.out.exists() and not args.out.is_dir():
         raise LangsegError(f"--out {args.out} is a file; give a folder")
     items, notes = expand_inputs(args.inputs, exclude=args.out)
@@ -168,18 +180,23 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     if args.multi_scale:
         ms = MultiScaleConfig(scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False,
                               batch_size=args.batch_size or 8)
+    elif args.sliding_window:
+        ms = MultiScaleConfig.sliding_window(args.sliding_window, flip=bool(args.flip),
+                                             batch_size=args.batch_size or 8)
+    max_side = args.max_side if args.max_side is not None else (0 if args.sliding_window else 1024)
     predictor = LSegPredictor(model, precision=args.precision, templates=templates, multi_scale=ms,
-                              max_side=args.max_side, max_pixels=args.max_pixels, flip=bool(args.flip),
+                              max_side=max_side or None, max_pixels=args.max_pixels, flip=bool(args.flip),
                               background=args.background)
     cfg = model.config
     protocol = {
         "color": "RGB, EXIF orientation applied, transparency composited on the background",
         "background": list(args.background),
-        "max_side": args.max_side,
+        "max_side": max_side or None,
         "resize": "PIL bilinear to fit max_side (long side), when larger",
         "mean": list(cfg.mean),
         "std": list(cfg.std),
         "padding": "bottom/right to a multiple of 32 with -mean/std (black); outputs cropped back",
+        "mode": "multi-scale" if args.multi_scale else "sliding-window" if ms else "single-scale",
         "multi_scale": None if ms is None else {
             "scales": list(ms.scales), "flip": ms.flip, "base_size": ms.base_size,
             "crop_size": ms.crop_size, "stride": ms.stride,
@@ -268,7 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ensemble several (default: the bare label, as the official demo)")
     p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="images per network call (same-size images are batched; default 4), or windows "
-                        "per call with --multi-scale (default 8)")
+                        "per call with --multi-scale/--sliding-window (default 8)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default: 0.5)")
     p.add_argument("--no-overlay", action="store_true", help="do not write NAME.overlay.png")
     p.add_argument("--save-logits", action="store_true",
@@ -328,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
 def _segment(args, session: Session, classes, todo, files, report: Report) -> int:
     from ..io import iter_decoded
 
-    batch_size = 1 if args.multi_scale else (args.batch_size or 4)
+    batch_size = 1 if session.predictor.multi_scale is not None else (args.batch_size or 4)
     start = time.perf_counter()
     with progress(len(todo)) as bar:
         decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
