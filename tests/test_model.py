@@ -60,6 +60,28 @@ def test_text_embeddings_are_cached_per_label_list(tiny_model, monkeypatch):
     torch.testing.assert_close(a.norm(dim=-1), torch.ones(2))
 
 
+
+def test_text_cache_is_safe_across_threads_and_survives_pickling(tiny_model):
+    """Server threads share one model: concurrent lookups, inserts and evictions never fail, and a
+    pickled or deep-copied model (DDP spawn) starts with its own empty cache and lock."""
+    import copy
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    tiny_model.clear_text_cache()
+    lists = [[f"label {i}", f"other {i % 5}"] for i in range(48)]  # more lists than the cache holds
+    expected = [tiny_model.encode_text(labels).clone() for labels in lists]
+    tiny_model.clear_text_cache()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: (i, tiny_model.encode_text(lists[i % 48])), range(400)))
+    for i, emb in results:
+        torch.testing.assert_close(emb, expected[i % 48])
+
+    for clone in (copy.deepcopy(tiny_model), pickle.loads(pickle.dumps(tiny_model))):
+        assert len(clone._text_cache) == 0 and clone._text_lock is not tiny_model._text_lock
+        torch.testing.assert_close(clone.encode_text(lists[0]), expected[0])
+    assert len(tiny_model._text_cache) > 0  # the original keeps its entries
+
 def test_synonyms_and_templates_average_normalized_prompts(tiny_model):
     tiny_model.clear_text_cache()
     raw = F.normalize(tiny_model.text_encoder(tiny_model.text_encoder.tokenize(["cat", "kitten"])), dim=-1)

@@ -107,7 +107,6 @@ class LocalBackend:
         self.single = LSegPredictor(model, **common)
         self.multi = LSegPredictor(model, multi_scale=config.multi_scale or True, **common)
         self._slots = threading.BoundedSemaphore(config.concurrency)
-        self._text_lock = threading.Lock()  # text-cache inserts happen one at a time
         self._count_lock = threading.Lock()
         self.pending = 0  # requests running or waiting
         self.active = 0  # requests running
@@ -182,8 +181,7 @@ class LocalBackend:
         )
 
     def _text(self, classes: list[Label]) -> tuple[torch.Tensor, list[str]]:
-        with self._text_lock:  # fills the model's cache; predict() then finds the entry there
-            return self.single.text_features(classes)
+        return self.single.text_features(classes)  # fills the model's cache; predict() then finds it
 
     # ------------------------------------------------------------------ API
     def segment(

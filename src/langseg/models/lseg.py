@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class LSeg(nn.Module):
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._text_lock = threading.Lock()  # the cache is shared by the threads of a server
         self.fast_paths = FastPaths()
         self.set_fast_paths(self.fast_paths)
 
@@ -131,10 +133,11 @@ class LSeg(nn.Module):
         prompts, owner = expand_prompts(labels, templates)
         device = self.pixel_embed.weight.device
         key = (tuple(prompts), tuple(owner), device, self.text_encoder.token_embedding.weight.dtype)
-        hit = self._text_cache.get(key)
-        if hit is not None:
-            self._text_cache.move_to_end(key)
-            return hit
+        with self._text_lock:
+            hit = self._text_cache.get(key)
+            if hit is not None:
+                self._text_cache.move_to_end(key)
+                return hit
         tokens = self.text_encoder.tokenize(prompts).to(device)
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
             emb = F.normalize(self.text_encoder(tokens).float(), dim=-1)  # (P, D)
@@ -142,13 +145,25 @@ class LSeg(nn.Module):
             index = torch.tensor(owner, device=device)
             summed = torch.zeros(len(labels), emb.shape[1], device=device).index_add_(0, index, emb)
             emb = F.normalize(summed, dim=-1)
-        self._text_cache[key] = emb
-        if len(self._text_cache) > _TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
+        with self._text_lock:  # two threads may both have encoded this list: either result is right
+            self._text_cache[key] = emb
+            if len(self._text_cache) > _TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
         return emb
 
     def clear_text_cache(self) -> None:
-        self._text_cache.clear()
+        with self._text_lock:
+            self._text_cache.clear()
+
+    def __getstate__(self) -> dict:  # pickling/deepcopy (DDP spawn, checkpoints of whole modules)
+        state = self.__dict__.copy()
+        state.pop("_text_lock")  # locks cannot be pickled
+        state["_text_cache"] = OrderedDict()  # derived: recomputed on demand
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._text_lock = threading.Lock()
 
     def _apply(self, fn, recurse=True):  # .to(), .half(), .cuda() invalidate cached embeddings
         self._clear_derived()
