@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -169,24 +169,25 @@ class LSegPredictor:
         items = [images] if single else list(images)
         text, names = self.text_features(labels if labels is not None else list(self.model.config.labels))
         results: list[Prediction] = []
+        for x, sizes in self._batches(items, batch_size):
+            logits = self.logits_tensor(x, text)  # (B, K, h, w)
+            results += [self._finish(lg, size, names, return_logits) for lg, size in zip(logits, sizes)]
+        return results[0] if single else results
+
+    def _batches(
+        self, items: Iterable[ImageLike], batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
+        """Preprocess lazily and group consecutive images of one processed size, at most ``batch_size``
+        (one at a time with multi-scale) -> normalized ``(B, 3, h, w)`` and each original ``(H, W)``."""
         pending: list[tuple[torch.Tensor, tuple[int, int]]] = []
-
-        def flush() -> None:
-            if not pending:
-                return
-            x = torch.cat([p[0] for p in pending], dim=0)
-            logits = self.logits_tensor(x, text)
-            for lg, (_, size) in zip(logits, pending):
-                results.append(self._finish(lg, size, names, return_logits))
-            pending.clear()
-
         for item in items:
             x, size = self.preprocess(item)
             if pending and (pending[0][0].shape != x.shape or len(pending) >= batch_size or self.multi_scale):
-                flush()
+                yield torch.cat([p[0] for p in pending], dim=0), [p[1] for p in pending]
+                pending = []
             pending.append((x, size))
-        flush()
-        return results[0] if single else results
+        if pending:
+            yield torch.cat([p[0] for p in pending], dim=0), [p[1] for p in pending]
 
     def _finish(self, logits: torch.Tensor, size: tuple[int, int], names: list[str], keep: bool) -> Prediction:
         if logits.shape[-2:] != size:  # the image was shrunk by max_side
@@ -202,25 +203,33 @@ class LSegPredictor:
 
     def features(
         self,
-        image: ImageLike,
+        images: ImageLike | Iterable[ImageLike],
         *,
         resolution: Literal["half", "full"] | tuple[int, int] = "half",
+        batch_size: int = 1,
         keep_on_device: bool = True,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | list[torch.Tensor]:
         """Unit-norm per-pixel embeddings ``(D, h, w)``: half resolution (default), full, or ``(W, H)``.
 
-        The result stays on the model's device (no host copy) unless ``keep_on_device=False``.
+        One image gives a tensor, a list gives a list. Consecutive images of the same processed size go
+        through the network ``batch_size`` at a time (single scale; multi-scale takes one at a time).
+        The results stay on the model's device (no host copy) unless ``keep_on_device=False``.
         """
-        x, (H, W) = self.preprocess(image)
+        single = isinstance(images, (str, Path, Image.Image, np.ndarray))
+        items = [images] if single else list(images)
+        _feature_size(resolution, (1, 1), (1, 1))  # an unknown resolution fails before any image work
+        results: list[torch.Tensor] = []
+        for x, sizes in self._batches(items, batch_size):
+            results += self._embed(x, sizes, resolution)
+        if not keep_on_device:
+            results = [f.cpu() for f in results]
+        return results[0] if single else results
+
+    def _embed(
+        self, x: torch.Tensor, sizes: list[tuple[int, int]], resolution: Literal["half", "full"] | tuple[int, int]
+    ) -> list[torch.Tensor]:
+        """Normalized ``(B, 3, h, w)`` and the originals' ``(H, W)`` -> B unit-norm ``(D, h', w')`` maps."""
         h, w = x.shape[-2:]
-        if resolution == "half":
-            out_size = (math.ceil(h / 2), math.ceil(w / 2))
-        elif resolution == "full":
-            out_size = (H, W)
-        elif isinstance(resolution, tuple) and len(resolution) == 2:
-            out_size = (int(resolution[1]), int(resolution[0]))
-        else:
-            raise ValueError(f"unknown resolution {resolution!r}; expected 'half', 'full' or (width, height)")
 
         def encode(batch: torch.Tensor) -> torch.Tensor:  # (N, 3, s, s) -> (N, D, s/2, s/2)
             return self.model.encode_image(batch).float()
@@ -230,20 +239,35 @@ class LSegPredictor:
                 emb = self._flipped(encode, batch)
             return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
 
+        feats: list[torch.Tensor] = []
         if self.multi_scale is None and resolution == "half":
             with torch.inference_mode(), self._autocast():
                 H32, W32 = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
-                emb = self._flipped(encode, pad_to(x, H32, W32, self.pad))[0]
-            feats = emb[:, : out_size[0], : out_size[1]]
-            if self.flip:
-                feats = F.normalize(feats, dim=0)
+                emb = self._flipped(encode, pad_to(x, H32, W32, self.pad))  # (B, D, H32/2, W32/2)
+            out_h, out_w = _feature_size(resolution, (h, w), sizes[0])
+            for e in emb[:, :, :out_h, :out_w]:  # (D, h/2, w/2) each
+                feats.append(F.normalize(e, dim=0) if self.flip else e)
         else:
             if self.multi_scale is None:
-                feats = single_scale(fn, x, self.pad)[0]
+                emb = single_scale(fn, x, self.pad)  # (B, D, h, w)
             else:
-                feats = multi_scale(fn, x, self.pad, self.multi_scale)[0]
-            if feats.shape[-2:] != out_size:
-                feats = F.interpolate(feats[None], size=out_size, mode="bilinear", align_corners=True)[0]
-            feats = F.normalize(feats, dim=0)
-        feats = feats.contiguous()
-        return feats if keep_on_device else feats.cpu()
+                emb = torch.cat([multi_scale(fn, xi[None], self.pad, self.multi_scale) for xi in x], dim=0)
+            for e, size in zip(emb, sizes):
+                out_size = _feature_size(resolution, (h, w), size)
+                if e.shape[-2:] != out_size:
+                    e = F.interpolate(e[None], size=out_size, mode="bilinear", align_corners=True)[0]
+                feats.append(F.normalize(e, dim=0))
+        return [f.contiguous() for f in feats]
+
+
+def _feature_size(
+    resolution: Literal["half", "full"] | tuple[int, int], processed: tuple[int, int], original: tuple[int, int]
+) -> tuple[int, int]:
+    """``(h, w)`` of a feature map: half the processed size (rounded up), the original, or ``(W, H)`` given."""
+    if resolution == "half":
+        return math.ceil(processed[0] / 2), math.ceil(processed[1] / 2)
+    if resolution == "full":
+        return original
+    if isinstance(resolution, tuple) and len(resolution) == 2:
+        return int(resolution[1]), int(resolution[0])
+    raise ValueError(f"unknown resolution {resolution!r}; expected 'half', 'full' or (width, height)")
