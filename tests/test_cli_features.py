@@ -133,12 +133,80 @@ def test_existing_outputs_and_resuming(images, tiny_weights, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["f0.npy", "f1.npy", "index.json"]
 
 
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """Two sizes, same-size runs to batch, a corrupt file in the middle of the first batch."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(2)
+    for name, (h, w) in [("a0", (64, 96)), ("a1", (64, 96)), ("a3", (64, 96)), ("a4", (40, 130)),
+                         ("a5", (40, 130)), ("a6", (64, 96))]:
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(root / f"{name}.png")
+    (root / "a2.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def record_batches(monkeypatch) -> list[int]:
+    """Batch sizes of every image-network call made from now on."""
+    from langseg.models.lseg import LSeg
+
+    sizes: list[int] = []
+    encode = LSeg.encode_image
+
+    def spy(self, images):
+        sizes.append(images.shape[0])
+        return encode(self, images)
+
+    monkeypatch.setattr(LSeg, "encode_image", spy)
+    return sizes
+
+
+@pytest.mark.parametrize("options", [[], ["--resolution", "full", "--flip"]], ids=["half", "full-flip"])
+def test_batches_match_one_by_one(mixed, tiny_weights, tmp_path, capsys, monkeypatch, options):
+    calls = record_batches(monkeypatch)
+    names = ["a0", "a1", "a3", "a4", "a5", "a6"]
+    feats = {}
+    for batch in (1, 4):
+        out = tmp_path / f"b{batch}"
+        calls.clear()
+        code, _, err = run_cli(capsys, "features", mixed, "--weights", tiny_weights, "--out", out,
+                               "--dtype", "float32", "--batch-size", batch, *options)
+        assert code == 1 and "a2.jpg: not an image file" in err, err  # skipped by name, the rest done
+        runs = 2 if "--flip" in options else 1  # the mirrored run is a second call
+        # batch 4: [a0 a1 (a2) a3] is one call of 3; [a4 a5 a6] splits by size into 2 + 1
+        assert calls == ([1] * 6 * runs if batch == 1 else [3] * runs + [2] * runs + [1] * runs)
+        index = json.loads((out / "index.json").read_text())
+        assert [e["file"] for e in index["images"]] == [f"{n}.npy" for n in names]
+        feats[batch] = {n: np.load(out / f"{n}.npy") for n in names}
+    for n in names:
+        assert feats[4][n].shape == feats[1][n].shape
+        assert np.abs(feats[4][n] - feats[1][n]).max() < 1e-5, n
+
+
+def test_out_of_memory_batch_retries_one_by_one(mixed, tiny_weights, tmp_path, capsys, monkeypatch):
+    from langseg.models.lseg import LSeg
+
+    encode = LSeg.encode_image
+
+    def small_memory(self, images):  # no batch of several fits, nor a 130 x 40 image (padded to 160 x 64)
+        if images.shape[0] > 1 or images.shape[-1] == 160:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return encode(self, images)
+
+    monkeypatch.setattr(LSeg, "encode_image", small_memory)
+    code, stdout, err = run_cli(capsys, "features", mixed, "--weights", tiny_weights, "--out", tmp_path,
+                                "--batch-size", "4")
+    assert code == 1 and "a2.jpg: not an image file" in err
+    assert "a4.png: out of memory for 130x40" in err and "a5.png: out of memory for 130x40" in err
+    assert "exported features of 4 images" in stdout
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == ["a0.npy", "a1.npy", "a3.npy", "a6.npy"]
+
+
 def test_help_lists_options_and_examples(capsys):
     with pytest.raises(SystemExit) as info:
         main(["features", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ["--resolution", "--dtype", "--format", "--pca-preview", "--multi-scale", "--flip",
+    for option in ["--resolution", "--dtype", "--format", "--pca-preview", "--batch-size", "--multi-scale", "--flip",
                    "--max-side", "--overwrite", "--skip-existing", "examples:", "index.json"]:
         assert option in text, option
     with pytest.raises(SystemExit):

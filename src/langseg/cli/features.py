@@ -13,7 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .segment import Report, add_common_arguments, is_out_of_memory, open_session, plan_inputs, progress
+from .segment import (
+    Report,
+    add_common_arguments,
+    batched,
+    is_out_of_memory,
+    open_session,
+    plan_inputs,
+    positive_int,
+    progress,
+)
 
 ORDER = 20
 
@@ -24,6 +33,7 @@ INDEX_EVERY = 25  # rewrite index.json after this many new images, so an interru
 EPILOG = """examples:
   langseg features frames/ --out feats/ --weights lseg-demo-vitl16
   langseg features "scans/*.jpg" --out feats/ --resolution full --dtype float32 --format safetensors
+  langseg features frames/ --out feats/ --batch-size 8 --device cuda
   langseg features photo.jpg --out feats/ --resolution 640x480 --pca-preview --multi-scale
 
 reading the output (numpy):
@@ -66,7 +76,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=sorted(SUFFIXES), default="npy", help="file format (default: npy)")
     p.add_argument("--pca-preview", action="store_true",
                    help="also write NAME.pca.png: the top 3 principal components of the features as RGB")
-    p.set_defaults(func=run, batch_size=None)
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help="images per network call (same-size images are batched; default 4), or windows "
+                        "per call with --multi-scale (default 8)")
+    p.set_defaults(func=run)
 
 
 def _settings(args: argparse.Namespace, session) -> dict[str, Any]:
@@ -153,17 +166,11 @@ def _comparable(value: Any) -> Any:
 
 
 def _export(args, session, settings, todo, files, entries, order, report: Report, index_path: Path) -> int:
-    import numpy as np
-    from PIL import Image
-
     from .. import __version__
     from ..io import iter_decoded
-    from ..outputs import write_array, write_image, write_json
-    from ..visualize import pca_rgb
+    from ..outputs import write_json
 
-    predictor = session.predictor
-    resolution = args.resolution
-    keep = args.skip_existing
+    batch_size = 1 if args.multi_scale else (args.batch_size or 4)
 
     def save_index() -> None:
         images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
@@ -173,46 +180,87 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     start = time.perf_counter()
     since_index = 0
     with progress(len(todo)) as bar:
-        for d in iter_decoded(todo, max_pixels=args.max_pixels, background=args.background, prefetch=2):
-            bar.update(1)
-            if d.error is not None:
-                report.skip(str(d.error))
+        decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
+                               prefetch=max(2, 2 * batch_size))
+        for chunk in batched(decoded, batch_size):
+            ok = []
+            for d in chunk:
+                if d.error is not None:
+                    report.skip(str(d.error))
+                    bar.update(1)
+                else:
+                    ok.append(d)
+            if not ok:
                 continue
-            H, W = d.image.shape[:2]
             t0 = time.perf_counter()
-            try:
-                feats = predictor.features(d.image, resolution=resolution, keep_on_device=False)  # (D, h, w)
-            except (RuntimeError, MemoryError) as e:
-                if not is_out_of_memory(e):
-                    raise
-                report.skip(f"{d.item.path}: out of memory for {W}x{H} on {predictor.device}; "
-                            "try a smaller --max-side")
-                continue
-            infer_s = time.perf_counter() - t0
-            feat_path, preview_path = files[d.item]
-            array = feats.numpy().astype(np.dtype(args.dtype))
-            meta = {"input": str(d.item.path), "original_size": f"{W}x{H}", "layout": "(D, h, w)",
-                    "weights_sha256": str(settings["weights"]["sha256"])}
-            if not (keep and feat_path.exists()):
-                write_array(feat_path, array, args.format, overwrite=args.overwrite, metadata=meta)
-            if preview_path is not None and not (keep and preview_path.exists()):
-                write_image(preview_path, Image.fromarray(pca_rgb(feats)), overwrite=args.overwrite)
-            h, w = predictor.processed_size(H, W)
-            name = _rel(feat_path, args.out)
-            entries[name] = {
-                "input": str(d.item.path),
-                "file": name,
-                "preview": _rel(preview_path, args.out) if preview_path is not None else None,
-                "original_size": [W, H],
-                "processed_size": [w, h],
-                "shape": list(array.shape),
-                "timing": {"decode_s": round(d.seconds, 4), "inference_s": round(infer_s, 4)},
-            }
-            report.done += 1
-            since_index += 1
+            maps = _embed(session.predictor, ok, args.resolution, batch_size, report)
+            per_image = (time.perf_counter() - t0) / len(ok)
+            for d, feats in zip(ok, maps):
+                if feats is not None:
+                    entry = _write(args, session.predictor, settings, d, feats, files[d.item], per_image)
+                    entries[entry["file"]] = entry
+                    report.done += 1
+                    since_index += 1
+                bar.update(1)
             if since_index >= INDEX_EVERY:
                 save_index()
                 since_index = 0
     if entries or not index_path.exists():
         save_index()
     return report.summary("exported features of", time.perf_counter() - start, args.out)
+
+
+def _embed(predictor, decoded, resolution, batch_size: int, report: Report) -> list:
+    """``(D, h, w)`` CPU features per decoded image; out of memory -> one by one, then skip what does not fit."""
+    images = [d.image for d in decoded]
+    try:
+        return predictor.features(images, resolution=resolution, batch_size=batch_size, keep_on_device=False)
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+    if predictor.device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
+    out = []
+    for d in decoded:
+        try:
+            out.append(predictor.features(d.image, resolution=resolution, keep_on_device=False))
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
+                raise
+            H, W = d.image.shape[:2]
+            report.skip(f"{d.item.path}: out of memory for {W}x{H} on {predictor.device}; try a smaller --max-side")
+            out.append(None)
+    return out
+
+
+def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[str, Any]:
+    """Write one image's features (and preview) unless kept; return its index entry."""
+    import numpy as np
+    from PIL import Image
+
+    from ..outputs import write_array, write_image
+    from ..visualize import pca_rgb
+
+    feat_path, preview_path = files
+    keep = args.skip_existing
+    H, W = d.image.shape[:2]
+    array = feats.numpy().astype(np.dtype(args.dtype))
+    meta = {"input": str(d.item.path), "original_size": f"{W}x{H}", "layout": "(D, h, w)",
+            "weights_sha256": str(settings["weights"]["sha256"])}
+    if not (keep and feat_path.exists()):
+        write_array(feat_path, array, args.format, overwrite=args.overwrite, metadata=meta)
+    if preview_path is not None and not (keep and preview_path.exists()):
+        write_image(preview_path, Image.fromarray(pca_rgb(feats)), overwrite=args.overwrite)
+    h, w = predictor.processed_size(H, W)
+    name = _rel(feat_path, args.out)
+    return {
+        "input": str(d.item.path),
+        "file": name,
+        "preview": _rel(preview_path, args.out) if preview_path is not None else None,
+        "original_size": [W, H],
+        "processed_size": [w, h],
+        "shape": list(array.shape),
+        "timing": {"decode_s": round(d.seconds, 4), "inference_s": round(infer_s, 4)},
+    }
