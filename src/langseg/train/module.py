@@ -22,11 +22,11 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     """``(B, K, H, W)`` logits, ``(B, H, W)`` int64 target -> mean cross-entropy over labeled pixels.
 
     A batch without any labeled pixel gives a zero loss that is still attached to the graph (plain
-    ``cross_entropy`` would return NaN).
+    ``cross_entropy`` would return NaN). Nothing here waits for the device (no host-side test).
     """
-    if not (target != ignore_index).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    labeled = (target != ignore_index).sum()
+    total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum")
+    return total / labeled.clamp(min=1)
 
 
 class LSegTrainModule(L.LightningModule):
