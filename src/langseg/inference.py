@@ -144,22 +144,25 @@ def multi_scale(
         chunk = windows[start : start + cfg.batch_size]
         crops = [pad_to(padded[wd.scale_index][:, :, wd.y0 : wd.y1, wd.x0 : wd.x1], crop, crop, value) for wd in chunk]
         batch = torch.cat(crops, dim=0)  # (n, 3, crop, crop)
-        if cfg.flip:
-            out = fn(torch.cat([batch, batch.flip(-1)], dim=0))  # (2n, C, crop, crop)
-            out = out[: len(chunk)] + out[len(chunk) :].flip(-1)
-        else:
-            out = fn(batch)
-        for wd, o in zip(chunk, out):
+        del crops
+        n = len(chunk)
+        out = fn(torch.cat([batch, batch.flip(-1)], dim=0) if cfg.flip else batch)  # (2n or n, C, crop, crop)
+        for i, wd in enumerate(chunk):
             si = wd.scale_index
             if accum[si] is None:
                 ph, pw = padded[si].shape[-2:]
-                accum[si] = o.new_zeros((o.shape[0], ph, pw))
-                count[si] = o.new_zeros((1, ph, pw))
-            accum[si][:, wd.y0 : wd.y1, wd.x0 : wd.x1] += o[:, : wd.y1 - wd.y0, : wd.x1 - wd.x0]
+                accum[si] = out.new_zeros((out.shape[1], ph, pw))
+                count[si] = out.new_zeros((1, ph, pw))
+            # the flipped run is flipped back one window at a time: no second batch of maps
+            for o in (out[i], out[n + i].flip(-1)) if cfg.flip else (out[i],):
+                accum[si][:, wd.y0 : wd.y1, wd.x0 : wd.x1] += o[:, : wd.y1 - wd.y0, : wd.x1 - wd.x0]
             count[si][:, wd.y0 : wd.y1, wd.x0 : wd.x1] += 1
+        del batch, out, o  # free this batch's maps (o is a view of out) before the next network call
     scores = None
     for si, (height, width) in enumerate(sizes):
-        per_scale = (accum[si] / count[si])[None, :, :height, :width]
+        per_scale = accum[si].div_(count[si])[None, :, :height, :width]
+        accum[si] = count[si] = None
         per_scale = resize(per_scale, h, w)
-        scores = per_scale if scores is None else scores + per_scale
+        scores = per_scale.clone() if scores is None else scores.add_(per_scale)
+        del per_scale
     return scores
