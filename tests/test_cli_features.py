@@ -212,3 +212,21 @@ def test_help_lists_options_and_examples(capsys):
     with pytest.raises(SystemExit):
         main(["features", "x.png", "--out", "o", "--resolution", "big"])
     assert "expected half, full or WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_sliding_window_features_match_the_predictor(tiny_weights, tiny_model, tmp_path, capsys):
+    """--sliding-window: windows over the unresized image, the same numbers as the Python API."""
+    from langseg import LSegPredictor
+    from langseg.inference import MultiScaleConfig
+
+    rng = np.random.default_rng(5)
+    arr = (rng.random((90, 140, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    code, _, err = run_cli(capsys, "features", tmp_path / "wide.png", "--weights", tiny_weights, "--out",
+                           tmp_path / "out", "--sliding-window", "64", "--dtype", "float32")
+    assert code == 0, err
+    got = np.load(tmp_path / "out" / "wide.npy")
+    predictor = LSegPredictor(tiny_model, device="cpu", multi_scale=MultiScaleConfig.sliding_window(64))
+    expected = predictor.features(arr, keep_on_device=False).numpy()
+    assert got.shape == expected.shape == (32, 45, 70)
+    assert np.abs(got - expected).max() < 1e-5

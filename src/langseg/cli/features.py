@@ -170,7 +170,7 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     from ..io import iter_decoded
     from ..outputs import write_json
 
-    batch_size = 1 if args.multi_scale else (args.batch_size or 4)
+    batch_size = 1 if session.predictor.multi_scale is not None else (args.batch_size or 4)
 
     def save_index() -> None:
         images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
