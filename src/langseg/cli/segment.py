@@ -100,6 +100,11 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: auto)")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                    help="autocast precision of the image network (default: auto = bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--compile", choices=["off", "exact", "bucketed"], default="off",
+                   help="torch.compile the image network: 'exact' compiles each input shape (at most 8, "
+                        "then eager); 'bucketed' pads sizes up to multiples of 128 so few graphs serve "
+                        "many sizes (outputs then differ slightly near the padded border). Pays off on "
+                        "GPUs over many frames; the first call per shape is slow (default: off)")
     p.add_argument("--max-side", type=max_side_arg, default=None, metavar="N",
                    help="shrink images whose long side exceeds N before the network (results are scaled "
                         "back to the input size); 0: never (default: 1024, or 0 with --sliding-window)")
@@ -176,6 +181,10 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         model = load_model(path, device=args.device)
     except ValueError as e:  # an unknown or unavailable device
         raise LangsegError(str(e)) from None
+    if args.compile != "off":
+        from ..accel import CompiledLSeg
+
+        model = CompiledLSeg(model, mode=args.compile)
     ms = None
     if args.multi_scale:
         ms = MultiScaleConfig(scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False,
@@ -203,6 +212,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         },
         "flip": ms.flip if ms is not None else bool(args.flip),
         "precision": predictor.precision,
+        "compile": args.compile,
         "device": str(predictor.device),
     }
     return Session(predictor, weights_record(spec, path, cfg.name), protocol)
