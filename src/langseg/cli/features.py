@@ -16,12 +16,12 @@ from typing import Any
 from .segment import (
     Report,
     add_common_arguments,
-    batched,
-    is_out_of_memory,
+    decoded_batches,
     open_session,
     plan_inputs,
     positive_int,
     progress,
+    run_batch,
 )
 
 ORDER = 20
@@ -167,7 +167,6 @@ def _comparable(value: Any) -> Any:
 
 def _export(args, session, settings, todo, files, entries, order, report: Report, index_path: Path) -> int:
     from .. import __version__
-    from ..io import iter_decoded
     from ..outputs import write_json
 
     batch_size = 1 if session.predictor.multi_scale is not None else (args.batch_size or 4)
@@ -179,21 +178,17 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
 
     start = time.perf_counter()
     since_index = 0
+    predictor = session.predictor
     with progress(len(todo)) as bar:
-        decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
-                               prefetch=max(2, 2 * batch_size))
-        for chunk in batched(decoded, batch_size):
-            ok = []
-            for d in chunk:
-                if d.error is not None:
-                    report.skip(str(d.error))
-                    bar.update(1)
-                else:
-                    ok.append(d)
-            if not ok:
-                continue
+        for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
-            maps = _embed(session.predictor, ok, args.resolution, batch_size, report)
+            maps = run_batch(
+                predictor, ok,
+                lambda images: predictor.features(images, resolution=args.resolution, batch_size=batch_size,
+                                                  keep_on_device=False),
+                lambda image: predictor.features(image, resolution=args.resolution, keep_on_device=False),
+                report,
+            )
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, feats in zip(ok, maps):
                 if feats is not None:
@@ -210,29 +205,6 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     return report.summary("exported features of", time.perf_counter() - start, args.out)
 
 
-def _embed(predictor, decoded, resolution, batch_size: int, report: Report) -> list:
-    """``(D, h, w)`` CPU features per decoded image; out of memory -> one by one, then skip what does not fit."""
-    images = [d.image for d in decoded]
-    try:
-        return predictor.features(images, resolution=resolution, batch_size=batch_size, keep_on_device=False)
-    except (RuntimeError, MemoryError) as e:
-        if not is_out_of_memory(e):
-            raise
-    if predictor.device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
-    out = []
-    for d in decoded:
-        try:
-            out.append(predictor.features(d.image, resolution=resolution, keep_on_device=False))
-        except (RuntimeError, MemoryError) as e:
-            if not is_out_of_memory(e):
-                raise
-            H, W = d.image.shape[:2]
-            report.skip(f"{d.item.path}: out of memory for {W}x{H} on {predictor.device}; try a smaller --max-side")
-            out.append(None)
-    return out
 
 
 def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[str, Any]:

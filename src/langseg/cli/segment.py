@@ -234,6 +234,50 @@ def is_out_of_memory(e: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
 
 
+def decoded_batches(args: argparse.Namespace, todo: list, batch_size: int, report: Report, bar):
+    """Images decoded on worker threads, in batches of at most ``batch_size``; files that cannot be
+    read are reported by name, counted on the progress bar and left out."""
+    from ..io import iter_decoded
+
+    decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
+                           prefetch=max(2, 2 * batch_size))
+    for chunk in batched(decoded, batch_size):
+        ok = []
+        for d in chunk:
+            if d.error is not None:
+                report.skip(str(d.error))
+                bar.update(1)
+            else:
+                ok.append(d)
+        if ok:
+            yield ok
+
+
+def run_batch(predictor, decoded: list, batch_fn, one_fn, report: Report) -> list:
+    """``batch_fn(images)``; when that runs out of memory, ``one_fn(image)`` one image at a time, and
+    ``None`` (reported by name) for an image that still does not fit."""
+    try:
+        return batch_fn([d.image for d in decoded])
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+    if predictor.device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
+    out = []
+    for d in decoded:
+        try:
+            out.append(one_fn(d.image))
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
+                raise
+            h, w = d.image.shape[:2]
+            report.skip(f"{d.item.path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side")
+            out.append(None)
+    return out
+
+
 class Report:
     """Counts outcomes and tells the user about skipped inputs as they happen and at the end."""
 
@@ -353,26 +397,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segment(args, session: Session, classes, todo, files, report: Report) -> int:
-    from ..io import iter_decoded
-
-    batch_size = 1 if session.predictor.multi_scale is not None else (args.batch_size or 4)
+    predictor = session.predictor
+    batch_size = 1 if predictor.multi_scale is not None else (args.batch_size or 4)
     start = time.perf_counter()
     with progress(len(todo)) as bar:
-        decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
-                               prefetch=max(2, 2 * batch_size))
-        for chunk in batched(decoded, batch_size):
-            ok = []
-            for d in chunk:
-                if d.error is not None:
-                    report.skip(str(d.error))
-                    bar.update(1)
-                else:
-                    ok.append(d)
-            if not ok:
-                continue
+        for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
-            preds = _predict(session, [d.image for d in ok], [d.item.path for d in ok], classes, batch_size,
-                             args.save_logits, report)
+            preds = run_batch(
+                predictor, ok,
+                lambda images: predictor.predict(images, classes, batch_size=batch_size,
+                                                 return_logits=args.save_logits),
+                lambda image: predictor.predict(image, classes, return_logits=args.save_logits),
+                report,
+            )
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, pred in zip(ok, preds):
                 if pred is not None:
@@ -380,31 +417,6 @@ def _segment(args, session: Session, classes, todo, files, report: Report) -> in
                     report.done += 1
                 bar.update(1)
     return report.summary("segmented", time.perf_counter() - start, args.out)
-
-
-def _predict(session: Session, images, paths, classes, batch_size: int, keep_logits: bool, report: Report):
-    """Predictions for a batch; out of memory -> one by one, then skip the image that does not fit."""
-    predictor = session.predictor
-    try:
-        return predictor.predict(images, classes, batch_size=batch_size, return_logits=keep_logits)
-    except (RuntimeError, MemoryError) as e:
-        if not is_out_of_memory(e):
-            raise
-    if predictor.device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
-    out = []
-    for image, path in zip(images, paths):
-        try:
-            out.append(predictor.predict(image, classes, return_logits=keep_logits))
-        except (RuntimeError, MemoryError) as e:
-            if not is_out_of_memory(e):
-                raise
-            h, w = image.shape[:2]
-            report.skip(f"{path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side")
-            out.append(None)
-    return out
 
 
 def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: float) -> None:
