@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--batch-size", type=int, default=1, help="images per network call at single scale (same size)")
     p.add_argument("--window-batch", type=int, default=8, help="multi-scale windows per network call")
+    p.add_argument("--compile", choices=["off", "exact"], default="off",
+                   help="torch.compile the image network, one graph per input shape (at most 8, then eager); "
+                        "outputs equal the eager ones. Pays off on a GPU with --multi-scale, whose windows "
+                        "all have one shape (default: off)")
     p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out")
     p.add_argument("--save-every", type=int, default=50, help="save progress to --out every N images (default 50)")
     p.set_defaults(func=run_eval)
@@ -262,6 +266,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     elif args.scales:
         raise LangsegError("--scales needs --multi-scale")
     model, path = _load(weights, device)
+    if args.compile == "exact":
+        from ..accel import CompiledLSeg
+
+        model = CompiledLSeg(model, mode="exact")
     predictor = LSegPredictor(model, device=resolve_device(device), precision=args.precision, multi_scale=ms,
                               templates=templates, max_pixels=None, flip=bool(args.flip) and ms is None)
     ms_record = None if ms is None else {k: getattr(ms, k) for k in
