@@ -14,6 +14,9 @@ REFERENCE = Path(os.environ.get("LANGSEG_REFERENCE", REPO.parent / "shared" / "r
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
+# everyday words the app tests draw label sets from
+LABEL_WORDS = ("house", "wall", "water", "sand", "other", "sky", "grass", "road", "tree", "dog", "cat", "car", "person")
+
 
 def reference_available() -> bool:
     return (REFERENCE / "synth_weights.py").is_file()
@@ -48,3 +51,18 @@ def tiny_weights(tmp_path_factory, tiny_model) -> Path:
     out = tmp_path_factory.mktemp("weights") / "tiny"
     save_pretrained(tiny_model, out)
     return out
+
+
+@pytest.fixture()
+def eager_compile(monkeypatch) -> list:
+    """``torch.compile`` through dynamo's ``eager`` backend (tracing and guards, no inductor build, which
+    takes minutes on a small CPU). Returns the backends the code asked for, in call order."""
+    asked: list = []
+    real_compile = torch.compile
+
+    def compile_eagerly(fn, **kwargs):
+        asked.append(kwargs.get("backend"))
+        return real_compile(fn, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch, "compile", compile_eagerly)
+    return asked

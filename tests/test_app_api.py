@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import LABEL_WORDS
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -19,21 +20,6 @@ from langseg.app import AppConfig, BackendError, LocalBackend, create_app, serve
 from langseg.errors import LabelError
 from langseg.inference import MultiScaleConfig
 
-WORDS = (
-    "house",
-    "wall",
-    "water",
-    "sand",
-    "other",
-    "sky",
-    "grass",
-    "road",
-    "tree",
-    "dog",
-    "cat",
-    "car",
-    "person",
-)
 SMALL_MS = MultiScaleConfig(scales=(0.75, 1.0), base_size=64, crop_size=64, batch_size=4)
 
 
@@ -56,7 +42,7 @@ def split_labels(model, img: np.ndarray, shift: int = 0) -> str:
     image depends on the random weights; so search (``shift`` rotates the word order).
     """
     predictor = LSegPredictor(model, max_side=1024)
-    words = WORDS[shift % len(WORDS) :] + WORDS[: shift % len(WORDS)]
+    words = LABEL_WORDS[shift % len(LABEL_WORDS) :] + LABEL_WORDS[: shift % len(LABEL_WORDS)]
     for combo in itertools.combinations(words, 3):
         counts = np.bincount(predictor.predict(img, list(combo)).labels.ravel(), minlength=3)
         if np.sort(counts)[-2] >= 0.05 * img.shape[0] * img.shape[1]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import LABEL_WORDS
 from PIL import Image
 
 from langseg import LSegPredictor
@@ -27,21 +28,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WORDS = (
-    "house",
-    "wall",
-    "water",
-    "sand",
-    "other",
-    "sky",
-    "grass",
-    "road",
-    "tree",
-    "dog",
-    "cat",
-    "car",
-    "person",
-)
 TIMEOUT_MS = 30_000
 
 
@@ -56,7 +42,7 @@ def scene() -> np.ndarray:
 
 def split_labels(predictor: LSegPredictor, img: np.ndarray) -> str:
     """Three labels the random tiny model does not answer with one label everywhere (a real legend)."""
-    for combo in itertools.combinations(WORDS, 3):
+    for combo in itertools.combinations(LABEL_WORDS, 3):
         counts = np.bincount(predictor.predict(img, list(combo)).labels.ravel(), minlength=3)
         if np.sort(counts)[-2] >= 0.05 * img.shape[0] * img.shape[1]:
             return ", ".join(combo)

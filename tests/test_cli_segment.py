@@ -285,24 +285,16 @@ def test_out_of_memory_retries_one_by_one_then_skips(images, tiny_weights, tmp_p
     assert "segmented 1 image" in out
 
 
-def test_compile_exact_gives_the_eager_masks(images, tiny_weights, tmp_path, capsys, monkeypatch):
-    """--compile exact: the image network goes through torch.compile (dynamo's eager backend here, to
-    keep the test fast; the command asks for inductor) and the masks equal the eager run's."""
-    backends = []
-    real_compile = torch.compile
-
-    def compile_eagerly(fn, **kwargs):
-        backends.append(kwargs.get("backend"))
-        return real_compile(fn, **{**kwargs, "backend": "eager"})
-
-    monkeypatch.setattr(torch, "compile", compile_eagerly)
+def test_compile_exact_gives_the_eager_masks(images, tiny_weights, tmp_path, capsys, eager_compile):
+    """--compile exact: the image network goes through torch.compile (the command asks for inductor;
+    the test runs dynamo's eager backend) and the masks equal the eager run's."""
     common = ["segment", images / "a.png", images / "sub", "--labels", LABELS, "--weights", tiny_weights,
               "--no-overlay"]
     code, _, err = run_cli(capsys, *common, "--out", tmp_path / "eager")
     assert code == 0, err
     code, _, err = run_cli(capsys, *common, "--out", tmp_path / "compiled", "--compile", "exact")
     assert code == 0, err
-    assert backends == ["inductor"]
+    assert eager_compile == ["inductor"]
     for name in ("a", "c"):
         eager = np.asarray(Image.open(tmp_path / "eager" / f"{name}.mask.png"))
         compiled = np.asarray(Image.open(tmp_path / "compiled" / f"{name}.mask.png"))

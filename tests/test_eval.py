@@ -241,17 +241,9 @@ def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root,
 
 
 
-def test_cli_compile_exact_scores_what_eager_scores(tiny_model, tiny_weights, generic_root, tmp_path, monkeypatch):
-    """--compile exact goes through torch.compile (dynamo's eager backend here, for speed) and gives the
-    eager confusion matrix, single scale and multi-scale."""
-    backends = []
-    real_compile = torch.compile
-
-    def compile_eagerly(fn, **kwargs):
-        backends.append(kwargs.get("backend"))
-        return real_compile(fn, **{**kwargs, "backend": "eager"})
-
-    monkeypatch.setattr(torch, "compile", compile_eagerly)
+def test_cli_compile_exact_scores_what_eager_scores(tiny_weights, generic_root, tmp_path, eager_compile):
+    """--compile exact goes through torch.compile (the eager backend in the test) and gives the eager
+    confusion matrix, single scale and multi-scale."""
     common = ["--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights)]
     for extra in ([], ["--multi-scale", "--scales", "0.1,0.15"]):
         eager, compiled = tmp_path / f"eager{len(extra)}.json", tmp_path / f"compiled{len(extra)}.json"
@@ -259,7 +251,7 @@ def test_cli_compile_exact_scores_what_eager_scores(tiny_model, tiny_weights, ge
         assert _run(*common, *extra, "--out", str(compiled), "--compile", "exact") == 0
         a, b = json.loads(eager.read_text()), json.loads(compiled.read_text())
         assert a["confusion_matrix"] == b["confusion_matrix"] and b["images"] == len(SIZES)
-    assert backends == ["inductor", "inductor"]
+    assert eager_compile == ["inductor", "inductor"]
 
 def test_cli_limit_and_resume(tiny_weights, generic_root, tmp_path, monkeypatch, capsys):
     common = ["--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights)]
