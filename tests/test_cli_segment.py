@@ -301,3 +301,24 @@ def test_compile_exact_gives_the_eager_masks(images, tiny_weights, tmp_path, cap
         assert np.array_equal(eager, compiled)
     record = json.loads((tmp_path / "compiled" / "a.json").read_text())
     assert record["preprocessing"]["compile"] == "exact"
+
+
+def test_official_numerics_option(images, tiny_weights, tiny_model, tmp_path, capsys):
+    """--numerics official: the logits of the model in official numerics (fp32 image network), recorded."""
+    import copy
+
+    code, _, err = run_cli(capsys, "segment", images / "a.png", "--labels", "a,b,c,d", "--weights", tiny_weights,
+                           "--out", tmp_path, "--numerics", "official", "--save-logits", "--no-overlay")
+    assert code == 0, err
+    model = copy.deepcopy(tiny_model)
+    model.set_numerics("official")
+    x = normalized(np.asarray(Image.open(images / "a.png").convert("RGB")))  # 64 x 96: no padding
+    with torch.no_grad():
+        expected = model(x, ["a", "b", "c", "d"])[0]
+    logits = np.load(tmp_path / "a.logits.npy").astype(np.float32)
+    assert np.allclose(logits, expected.numpy(), atol=2e-3)  # a float16 file
+    record = json.loads((tmp_path / "a.json").read_text())["preprocessing"]
+    assert record["numerics"] == "official" and record["precision"] == "fp32"
+    code, _, err = run_cli(capsys, "segment", images / "a.png", "--labels", "a,b", "--weights", tiny_weights,
+                           "--out", tmp_path / "x", "--numerics", "official", "--precision", "bf16")
+    assert code == 2 and "--numerics official" in err and "Traceback" not in err

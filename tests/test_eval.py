@@ -365,3 +365,19 @@ def test_unreadable_image_in_a_loader_worker_is_a_clear_error(tiny_weights, tmp_
                  "--out", str(tmp_path / "x.json"), "--workers", "1", "--no-progress", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "im1.png" in err and "Traceback" not in err
+
+
+def test_cli_official_numerics(tiny_model, tiny_weights, generic_root, tmp_path, capsys):
+    import copy
+
+    out = tmp_path / "official.json"
+    common = ["--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights)]
+    assert _run(*common, "--out", str(out), "--numerics", "official") == 0
+    model = copy.deepcopy(tiny_model)
+    model.set_numerics("official")
+    expected = evaluate(LSegPredictor(model, device="cpu"), GenericSegmentation(generic_root), progress=False)
+    data = json.loads(out.read_text())
+    assert data["confusion_matrix"] == expected.confusion.tolist()
+    assert data["protocol"]["numerics"] == "official"
+    assert _run(*common, "--out", str(tmp_path / "x.json"), "--numerics", "official", "--precision", "bf16") == 2
+    assert "--numerics official" in capsys.readouterr().err

@@ -172,3 +172,34 @@ def test_resnet_trunk_shapes():
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96), ["others", "cat"])
     assert out.shape == (1, 2, 64, 96)
+
+
+def test_official_numerics_follow_the_fp32_path_within_fp16_rounding(tiny_model):
+    """set_numerics("official"): float16 text tower and similarity (exactness against the official code
+    is checked on the real variant in test_parity); here: dtypes, both label-set layouts, caches."""
+    import copy
+    import pickle
+
+    model = copy.deepcopy(tiny_model)
+    torch.manual_seed(3)
+    images = torch.randn(2, 3, 64, 96)
+    labels = ["cat", "dog", "grass"]
+    with torch.no_grad():
+        ref = model(images, labels)
+        ref_per_image = model(images, torch.stack([model.encode_text(labels), model.encode_text(labels[::-1])]))
+        model.set_numerics("official")
+        text = model.encode_text(labels)
+        got = model(images, labels)
+        got_per_image = model(images, torch.stack([text, model.encode_text(labels[::-1])]))
+    assert text.dtype == torch.float16 and got.dtype == torch.float32
+    assert model.text_encoder.token_embedding.weight.dtype == torch.float32  # the model itself is untouched
+    torch.testing.assert_close(text.float(), tiny_model.encode_text(labels), atol=2e-3, rtol=0)
+    for a, b in ((got, ref), (got_per_image, ref_per_image)):
+        assert (a - b).abs().max() < 0.05 and (a - b).abs().max() > 0  # fp16 rounding, not another function
+    assert len(model._fp16_text) == 1
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.numerics == "official" and clone._fp16_text == []
+    model.load_state_dict(tiny_model.state_dict())  # new weights: the float16 copy is rebuilt from them
+    assert model._fp16_text == []
+    with pytest.raises(ValueError, match="numerics"):
+        model.set_numerics("fp16")

@@ -56,6 +56,32 @@ def test_vitl16_logits_match_official(vitl16, case):
     assert fixtures.max_abs_diff(lowres, c["official_logits_lowres_fp16"].float()) < 1e-2
 
 
+
+def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16):
+    """set_numerics("official"): the float16 text tower gives the official text features bit for bit,
+    and the float16 similarity gives the official logits to within one float16 step."""
+    model, fix, fixtures = vitl16
+    model.set_numerics("official")
+    try:
+        for name, t in fix["text"].items():
+            with torch.no_grad():
+                raw = model._official_text_tower()(model.text_encoder.tokenize(t["labels"]))
+            assert raw.dtype == torch.float16 and torch.equal(raw, t["official_fp16"]), name
+        for case in ("square384_set1", "wide320x480_set2"):
+            c = fix["cases"][case]
+            x = fixtures.case_input(fix, case)
+            with torch.no_grad():
+                text = model.encode_text(c["labels"])
+                lowres = model.logits_lowres(model.encode_image(x), text)
+                full = model(x, c["labels"])
+            official = c["official_logits_lowres_fp16"].float()
+            assert text.dtype == torch.float16
+            assert fixtures.max_abs_diff(lowres, official) <= 2**-10, case  # one fp16 step at |logit| < 2
+            upsampled = torch.nn.functional.interpolate(lowres, scale_factor=2, mode="bilinear", align_corners=True)
+            assert torch.allclose(full, upsampled, atol=1e-6)
+    finally:
+        model.set_numerics("fp32")
+
 def test_vitl16_image_branch_and_ade150(vitl16):
     model, fix, fixtures = vitl16
     case = fix["cases"]["square384_ade150"]

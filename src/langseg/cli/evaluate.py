@@ -99,6 +99,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="autocast precision")
+    p.add_argument("--numerics", choices=["fp32", "official"], default="fp32",
+                   help="'official': the official code's float16 text tower and similarity (scores within one "
+                        "float16 step of the official evaluation; needs --precision fp32)")
     p.add_argument("--workers", type=int, default=2, help="image-loading worker processes (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--distributed", action="store_true",
@@ -143,6 +146,14 @@ def _setup_distributed(args: argparse.Namespace):
         return f"cuda:{local}", dist.get_rank()
     dist.init_process_group("gloo")
     return args.device or "cpu", dist.get_rank()
+
+
+def _check_numerics(args: argparse.Namespace) -> None:
+    from ..errors import LangsegError
+
+    if args.numerics == "official" and args.precision != "fp32":
+        raise LangsegError(f"--numerics official runs the image network in fp32 as the official code does; "
+                           f"drop --precision {args.precision}")
 
 
 def _load(weights: str, device: str | None):
@@ -244,6 +255,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     for name in ("limit", "batch_size", "window_batch", "save_every"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
+    _check_numerics(args)
     dataset = _fixed_dataset(args)
     labels = read_labels_file(args.labels_file) if args.labels_file else list(
         getattr(dataset, "label_synonyms", dataset.labels))
@@ -266,6 +278,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     elif args.scales:
         raise LangsegError("--scales needs --multi-scale")
     model, path = _load(weights, device)
+    model.set_numerics(args.numerics)
     if args.compile == "exact":
         from ..accel import CompiledLSeg
 
@@ -281,7 +294,7 @@ def _run_eval(args: argparse.Namespace) -> int:
                     "labels": [lab if isinstance(lab, str) else ";".join(lab) for lab in labels],
                     "labels_file": None if args.labels_file is None else str(args.labels_file.resolve())},
         "protocol": {"mode": mode, "multi_scale": ms_record, "flip": ms.flip if ms else bool(args.flip),
-                     "templates": templates, "precision": args.precision,
+                     "templates": templates, "precision": args.precision, "numerics": args.numerics,
                      "input": "full image, padded to a multiple of 32 (no resize)" if ms is None
                      else "full image into the official multi-scale evaluator", "ignore_index": dataset.ignore_index},
         **weights_record(weights, path),
@@ -341,6 +354,7 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
 
     for name in ("limit", "batch_size", "episodes"):
         _positive("--" + name, getattr(args, name))
+    _check_numerics(args)
     if args.dataset == "fss" and args.fold not in ("0",):
         raise LangsegError("FSS-1000 has a single test split; drop --fold (or use --fold 0)")
     folds = [0, 1, 2, 3] if args.fold == "all" else [int(args.fold)]
@@ -355,6 +369,7 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
     for fold, bench in benches.items():
         weights = template.replace("{fold}", str(fold))
         model, path = _load(weights, str(dev))
+        model.set_numerics(args.numerics)
         res = evaluate_zeroshot(model, bench, precision=args.precision, batch_size=args.batch_size,
                                 num_workers=args.workers, limit=args.limit, progress=not args.no_progress)
         results[str(fold)] = {**res.metrics(), **weights_record(weights, path), "seconds": round(res.seconds, 3),

@@ -181,6 +181,9 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         model = load_model(path, device=args.device)
     except ValueError as e:  # an unknown or unavailable device
         raise LangsegError(str(e)) from None
+    numerics = getattr(args, "numerics", "fp32")  # segment has it; features computes no logits
+    precision = official_precision(args.precision) if numerics == "official" else args.precision
+    model.set_numerics(numerics)
     if args.compile != "off":
         from ..accel import CompiledLSeg
 
@@ -193,7 +196,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         ms = MultiScaleConfig.sliding_window(args.sliding_window, flip=bool(args.flip),
                                              batch_size=args.batch_size or 8)
     max_side = args.max_side if args.max_side is not None else (0 if args.sliding_window else 1024)
-    predictor = LSegPredictor(model, precision=args.precision, templates=templates, multi_scale=ms,
+    predictor = LSegPredictor(model, precision=precision, templates=templates, multi_scale=ms,
                               max_side=max_side or None, max_pixels=args.max_pixels, flip=bool(args.flip),
                               background=args.background)
     cfg = model.config
@@ -213,6 +216,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         "flip": ms.flip if ms is not None else bool(args.flip),
         "precision": predictor.precision,
         "compile": args.compile,
+        "numerics": numerics,
         "device": str(predictor.device),
     }
     return Session(predictor, weights_record(spec, path, cfg.name), protocol)
@@ -227,6 +231,16 @@ def batched(iterable, n: int):
             batch = []
     if batch:
         yield batch
+
+
+def official_precision(precision: str) -> str:
+    """The image-network precision for ``--numerics official``: fp32, as the official code runs it."""
+    from ..errors import LangsegError
+
+    if precision not in ("auto", "fp32"):
+        raise LangsegError(f"--numerics official runs the image network in fp32 as the official code does; "
+                           f"drop --precision {precision}")
+    return "fp32"
 
 
 def is_out_of_memory(e: BaseException) -> bool:
@@ -344,6 +358,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlay", action="store_true", help="do not write NAME.overlay.png")
     p.add_argument("--save-logits", action="store_true",
                    help="also write NAME.logits.npy: (K, H, W) float16 scores before softmax")
+    p.add_argument("--numerics", choices=["fp32", "official"], default="fp32",
+                   help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
+                        "its outputs exactly (within one float16 step); the image network runs in fp32 "
+                        "(default: fp32)")
     p.set_defaults(func=run)
 
 

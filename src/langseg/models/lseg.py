@@ -14,12 +14,13 @@ import torch.nn.functional as F
 
 from .config import LSegConfig
 from .dpt import DPTNeck, SpatialBlock
-from .text import CLIPTextEncoder, expand_prompts
+from .text import CLIPTextEncoder, clip_fp16, expand_prompts
 
 Labels = Sequence[str | Sequence[str]]
 
 _TEXT_CACHE_SIZE = 32  # label lists whose embeddings each model keeps
 _NORM_EPS = 1e-12  # F.normalize's epsilon
+NUMERICS = ("fp32", "official")  # see LSeg.set_numerics
 
 
 @dataclass
@@ -80,6 +81,8 @@ class LSeg(nn.Module):
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._text_lock = threading.Lock()  # the cache is shared by the threads of a server
+        self.numerics = "fp32"
+        self._fp16_text: list[CLIPTextEncoder] = []  # the official-numerics text tower, made on demand
         self.fast_paths = FastPaths()
         self.set_fast_paths(self.fast_paths)
 
@@ -113,8 +116,28 @@ class LSeg(nn.Module):
             raise ValueError(f"gradient checkpointing needs a ViT trunk; {self.config.name} has a ResNet")
         self.image_encoder.set_grad_checkpointing(enabled)
 
+    def set_numerics(self, numerics: str) -> None:
+        """``"fp32"`` (default): text embeddings and similarity in float32.
+
+        ``"official"``: the numerics of the official CUDA code, for exact reproduction. The CLIP text
+        tower runs in float16 as OpenAI's loader leaves it (its features equal the official ones bit
+        for bit), text features are normalized in float16, and the similarity is the official
+        ``(scale * e.half()) @ t.T`` in float16. The image network is unchanged (the official code runs
+        it in float32). Logits then lie within one float16 step of the official ones instead of
+        ~4e-3 away; the text features it returns are float16.
+        """
+        if numerics not in NUMERICS:
+            raise ValueError(f"unknown numerics {numerics!r}; expected one of {NUMERICS}")
+        self.numerics = numerics
+
+    def _official_text_tower(self) -> CLIPTextEncoder:
+        if not self._fp16_text:
+            self._fp16_text.append(clip_fp16(self.text_encoder))
+        return self._fp16_text[0]
+
     def _clear_derived(self) -> None:
         self.clear_text_cache()
+        self._fp16_text.clear()
         if hasattr(self.image_encoder, "clear_caches"):
             self.image_encoder.clear_caches()
 
@@ -129,10 +152,11 @@ class LSeg(nn.Module):
 
         A label is a name or a sequence of synonyms; with several synonyms or ``templates`` (format
         strings with ``{}``) the normalized prompt embeddings of a label are averaged and re-normalized.
+        With ``set_numerics("official")`` they are float16, computed as the official code does.
         """
         prompts, owner = expand_prompts(labels, templates)
         device = self.pixel_embed.weight.device
-        key = (tuple(prompts), tuple(owner), device, self.text_encoder.token_embedding.weight.dtype)
+        key = (tuple(prompts), tuple(owner), device, self.text_encoder.token_embedding.weight.dtype, self.numerics)
         with self._text_lock:
             hit = self._text_cache.get(key)
             if hit is not None:
@@ -140,11 +164,15 @@ class LSeg(nn.Module):
                 return hit
         tokens = self.text_encoder.tokenize(prompts).to(device)
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
-            emb = F.normalize(self.text_encoder(tokens).float(), dim=-1)  # (P, D)
+            if self.numerics == "official":
+                raw = self._official_text_tower()(tokens)  # (P, D) float16
+                emb = raw / raw.norm(dim=-1, keepdim=True)  # in float16, no epsilon, as the official code
+            else:
+                emb = F.normalize(self.text_encoder(tokens).float(), dim=-1)  # (P, D)
         if len(prompts) != len(labels):  # ensemble synonyms/templates per label
             index = torch.tensor(owner, device=device)
-            summed = torch.zeros(len(labels), emb.shape[1], device=device).index_add_(0, index, emb)
-            emb = F.normalize(summed, dim=-1)
+            summed = torch.zeros(len(labels), emb.shape[1], device=device).index_add_(0, index, emb.float())
+            emb = F.normalize(summed, dim=-1).to(emb.dtype)
         with self._text_lock:  # two threads may both have encoded this list: either result is right
             self._text_cache[key] = emb
             if len(self._text_cache) > _TEXT_CACHE_SIZE:
@@ -159,6 +187,7 @@ class LSeg(nn.Module):
         state = self.__dict__.copy()
         state.pop("_text_lock")  # locks cannot be pickled
         state["_text_cache"] = OrderedDict()  # derived: recomputed on demand
+        state["_fp16_text"] = []
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -220,11 +249,26 @@ class LSeg(nn.Module):
 
     def logits_lowres(self, pixel_embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``(B, D, h, w)`` unit-norm pixels, ``(K, D)`` or ``(B, K, D)`` unit-norm text -> ``(B, K, h, w)``."""
+        if self.numerics == "official":
+            return self._regularize(self._official_similarity(pixel_embeddings, text))
         if self.fast_paths.late_normalize:  # scale the (K, D) text, not the (B, D, h, w) pixels
             logits = _similarity(pixel_embeddings, text.to(pixel_embeddings.dtype) * self.logit_scale)
         else:
             logits = _similarity(pixel_embeddings * self.logit_scale, text.to(pixel_embeddings.dtype))
         return self._regularize(logits.float())
+
+    def _official_similarity(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The official op order and dtypes: ``(scale * e.half()) @ t.T`` on ``(B*h*w, D)`` rows, in float16."""
+        B, D, h, w = pixels.shape
+        with torch.autocast(pixels.device.type, enabled=False):
+            scale = torch.tensor(self.logit_scale, dtype=torch.float32, device=pixels.device)  # 0-dim fp32
+            rows = pixels.float().permute(0, 2, 3, 1).reshape(B, h * w, D)
+            text = text.half()
+            if text.ndim == 2:  # one label set: one (B*h*w, D) @ (D, K) product
+                out = (scale * rows.reshape(B * h * w, D).half()) @ text.t()
+            else:  # per-image label sets (zero-shot), one product per image
+                out = torch.stack([(scale * rows[i].half()) @ text[i].t() for i in range(B)])
+            return out.float().reshape(B, h, w, -1).permute(0, 3, 1, 2)
 
     def _regularize(self, logits: torch.Tensor) -> torch.Tensor:
         return self.spatial_block(logits) if self.spatial_block is not None else logits
@@ -243,7 +287,9 @@ class LSeg(nn.Module):
     def logits_from_embeddings(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``(B, D, h, w)`` un-normalized pixel embeddings, ``(K, D)``/``(B, K, D)`` unit-norm text -> ``(B, K, 2h, 2w)``."""
         emb = embeddings.float()
-        if self.fast_paths.late_normalize:
+        if self.numerics == "official":
+            logits = self.logits_lowres(emb / emb.norm(dim=1, keepdim=True), text)  # no epsilon, as official
+        elif self.fast_paths.late_normalize:
             # s (e / |e|) . t == (e . s t) / |e|: one pass over the map for |e|, then (B, K, h, w) work
             inv_norm = emb.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS).reciprocal()  # (B, 1, h, w)
             logits = self._regularize(_similarity(emb, text.float() * self.logit_scale) * inv_norm)

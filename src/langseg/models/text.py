@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import LayerNorm, QuickGELU, Transformer, VisionTransformer
+from open_clip.transformer import LayerNormFp32, QuickGELU, Transformer, VisionTransformer
 
 from ..errors import LabelError
 from .config import ClipVisualConfig, TextConfig
@@ -38,7 +39,9 @@ class CLIPTextEncoder(nn.Module):
     """OpenAI CLIP text transformer: ``(K, 77) token ids -> (K, D)`` text embeddings.
 
     Attribute names follow OpenAI's ``CLIP`` so official weights map one to one. ``logit_scale`` and
-    ``visual`` exist only for strict loading of official files; LSeg uses neither.
+    ``visual`` exist only for strict loading of official files; LSeg uses neither. As in OpenAI's
+    code, LayerNorms compute in fp32 and the attention runs sequence-first, so a copy made by
+    :func:`clip_fp16` computes what the official CUDA text tower computes, bit for bit.
     """
 
     def __init__(self, cfg: TextConfig, visual: ClipVisualConfig | None = None) -> None:
@@ -48,9 +51,11 @@ class CLIPTextEncoder(nn.Module):
         self.text_projection = nn.Parameter(torch.empty(cfg.width, cfg.embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]) * 4.6052)  # CLIP's ln(100); unused by LSeg
         self.visual = build_clip_visual(visual, cfg.embed_dim) if visual is not None else None
-        self.transformer = Transformer(cfg.width, cfg.layers, cfg.heads, act_layer=QuickGELU, norm_layer=LayerNorm)
+        self.transformer = Transformer(
+            cfg.width, cfg.layers, cfg.heads, act_layer=QuickGELU, norm_layer=LayerNormFp32, batch_first=False
+        )
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.ln_final = LayerNorm(cfg.width)
+        self.ln_final = LayerNormFp32(cfg.width)
         mask = torch.full((cfg.context_length, cfg.context_length), float("-inf")).triu_(1)
         self.register_buffer("attn_mask", mask, persistent=False)
         self.tokenizer = SimpleTokenizer(context_length=cfg.context_length)
@@ -82,6 +87,28 @@ class CLIPTextEncoder(nn.Module):
         eot = tokens.argmax(dim=-1)  # the end token has the largest id
         x = x[torch.arange(x.shape[0], device=x.device), eot]  # (K, W)
         return x @ self.text_projection.to(x.dtype)
+
+
+def clip_fp16(encoder: CLIPTextEncoder) -> CLIPTextEncoder:
+    """A copy of the text tower with the dtypes OpenAI's ``clip.load(device="cuda")`` gives it.
+
+    Linear and attention-projection weights and biases and ``text_projection`` become float16
+    (OpenAI's ``convert_weights``); LayerNorms and embeddings stay float32 (they compute in fp32 and
+    cast back). The forward then casts the embeddings to float16 and returns float16 features: the
+    official text features exactly. The unused CLIP image tower is left out of the copy.
+    """
+    fp16 = copy.deepcopy(encoder, memo={id(encoder.visual): None})
+    for module in fp16.modules():
+        if isinstance(module, nn.Linear):
+            module.half()
+        elif isinstance(module, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight",
+                         "bias_k", "bias_v"):
+                param = getattr(module, name, None)
+                if param is not None:
+                    param.data = param.data.half()
+    fp16.text_projection.data = fp16.text_projection.data.half()
+    return fp16.requires_grad_(False)
 
 
 def expand_prompts(
