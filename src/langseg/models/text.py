@@ -7,9 +7,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import LayerNormFp32, QuickGELU, Transformer, VisionTransformer
+from open_clip.transformer import QuickGELU, Transformer, VisionTransformer
 
 from ..errors import LabelError
 from .config import ClipVisualConfig, TextConfig
@@ -33,6 +34,18 @@ def build_clip_visual(cfg: ClipVisualConfig, embed_dim: int) -> nn.Module:
             layers=list(cfg.layers), output_dim=embed_dim, heads=cfg.heads, image_size=cfg.image_size, width=cfg.width
         )
     raise ValueError(f"unknown CLIP visual tower {cfg.kind!r}; expected 'vit' or 'resnet'")
+
+
+class LayerNormFp32(nn.LayerNorm):
+    """OpenAI CLIP's LayerNorm: computed in float32, cast back to the input's dtype.
+
+    The weights are used in float32 too, so a model cast as a whole (``load_model(dtype=...)``) works.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).to(x.dtype)
 
 
 class CLIPTextEncoder(nn.Module):
