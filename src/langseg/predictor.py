@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .accel import resolve_precision
-from .inference import MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
+from .inference import MapFn, MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
 from .io import DEFAULT_MAX_PIXELS, to_rgb_array
 from .labels import display_names, parse_labels
 from .models.lseg import LSeg
@@ -150,7 +150,10 @@ class LSegPredictor:
 
     def logits_tensor(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """Normalized ``(B, 3, h, w)`` -> ``(B, K, h, w)`` float32 logits under the chosen protocol."""
-        fn = self._map_fn(text)
+        return self._run_protocol(self._map_fn(text), x)
+
+    def _run_protocol(self, fn: MapFn, x: torch.Tensor) -> torch.Tensor:
+        """``fn`` over a normalized batch: single scale (padded to 32), or multi-scale image by image."""
         if self.multi_scale is None:
             return single_scale(fn, x, self.pad)
         return torch.cat([multi_scale(fn, xi[None], self.pad, self.multi_scale) for xi in x], dim=0)
@@ -248,10 +251,7 @@ class LSegPredictor:
             for e in emb[:, :, :out_h, :out_w]:  # (D, h/2, w/2) each
                 feats.append(F.normalize(e, dim=0) if self.flip else e)
         else:
-            if self.multi_scale is None:
-                emb = single_scale(fn, x, self.pad)  # (B, D, h, w)
-            else:
-                emb = torch.cat([multi_scale(fn, xi[None], self.pad, self.multi_scale) for xi in x], dim=0)
+            emb = self._run_protocol(fn, x)  # (B, D, h, w)
             for e, size in zip(emb, sizes):
                 out_size = _feature_size(resolution, (h, w), size)
                 if e.shape[-2:] != out_size:
