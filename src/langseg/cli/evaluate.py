@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .segment import add_numerics_argument, numerics_precision
+
 ORDER = 30  # eval at 30, eval-zeroshot right after it
 
 EVAL_EPILOG = """examples:
@@ -99,9 +101,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="autocast precision")
-    p.add_argument("--numerics", choices=["fp32", "official"], default="fp32",
-                   help="'official': the official code's float16 text tower and similarity (scores within one "
-                        "float16 step of the official evaluation; needs --precision fp32)")
+    add_numerics_argument(p)
     p.add_argument("--workers", type=int, default=2, help="image-loading worker processes (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--distributed", action="store_true",
@@ -146,14 +146,6 @@ def _setup_distributed(args: argparse.Namespace):
         return f"cuda:{local}", dist.get_rank()
     dist.init_process_group("gloo")
     return args.device or "cpu", dist.get_rank()
-
-
-def _check_numerics(args: argparse.Namespace) -> None:
-    from ..errors import LangsegError
-
-    if args.numerics == "official" and args.precision != "fp32":
-        raise LangsegError(f"--numerics official runs the image network in fp32 as the official code does; "
-                           f"drop --precision {args.precision}")
 
 
 def _load(weights: str, device: str | None):
@@ -255,7 +247,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     for name in ("limit", "batch_size", "window_batch", "save_every"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
-    _check_numerics(args)
+    numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
     dataset = _fixed_dataset(args)
     labels = read_labels_file(args.labels_file) if args.labels_file else list(
         getattr(dataset, "label_synonyms", dataset.labels))
@@ -354,7 +346,7 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
 
     for name in ("limit", "batch_size", "episodes"):
         _positive("--" + name, getattr(args, name))
-    _check_numerics(args)
+    numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
     if args.dataset == "fss" and args.fold not in ("0",):
         raise LangsegError("FSS-1000 has a single test split; drop --fold (or use --fold 0)")
     folds = [0, 1, 2, 3] if args.fold == "all" else [int(args.fold)]

@@ -182,7 +182,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     except ValueError as e:  # an unknown or unavailable device
         raise LangsegError(str(e)) from None
     numerics = getattr(args, "numerics", "fp32")  # segment has it; features computes no logits
-    precision = official_precision(args.precision) if numerics == "official" else args.precision
+    precision = numerics_precision(numerics, args.precision)
     model.set_numerics(numerics)
     if args.compile != "off":
         from ..accel import CompiledLSeg
@@ -233,10 +233,19 @@ def batched(iterable, n: int):
         yield batch
 
 
-def official_precision(precision: str) -> str:
-    """The image-network precision for ``--numerics official``: fp32, as the official code runs it."""
+def add_numerics_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--numerics", choices=["fp32", "official"], default="fp32",
+                   help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
+                        "its outputs exactly (within one float16 step); the image network runs in fp32 "
+                        "(default: fp32)")
+
+
+def numerics_precision(numerics: str, precision: str) -> str:
+    """The image-network precision to use: ``--numerics official`` runs it in fp32, as the official code."""
     from ..errors import LangsegError
 
+    if numerics != "official":
+        return precision
     if precision not in ("auto", "fp32"):
         raise LangsegError(f"--numerics official runs the image network in fp32 as the official code does; "
                            f"drop --precision {precision}")
@@ -358,10 +367,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlay", action="store_true", help="do not write NAME.overlay.png")
     p.add_argument("--save-logits", action="store_true",
                    help="also write NAME.logits.npy: (K, H, W) float16 scores before softmax")
-    p.add_argument("--numerics", choices=["fp32", "official"], default="fp32",
-                   help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
-                        "its outputs exactly (within one float16 step); the image network runs in fp32 "
-                        "(default: fp32)")
+    add_numerics_argument(p)
     p.set_defaults(func=run)
 
 
