@@ -163,6 +163,6 @@ def multi_scale(
         per_scale = accum[si].div_(count[si])[None, :, :height, :width]
         accum[si] = count[si] = None
         per_scale = resize(per_scale, h, w)
-        scores = per_scale.clone() if scores is None else scores.add_(per_scale)
+        scores = per_scale if scores is None else scores.add_(per_scale)  # accum is not read again
         del per_scale
     return scores
