@@ -17,9 +17,9 @@ from .segment import (
     Report,
     add_common_arguments,
     decoded_batches,
+    images_per_call,
     open_session,
     plan_inputs,
-    positive_int,
     progress,
     run_batch,
 )
@@ -76,9 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=sorted(SUFFIXES), default="npy", help="file format (default: npy)")
     p.add_argument("--pca-preview", action="store_true",
                    help="also write NAME.pca.png: the top 3 principal components of the features as RGB")
-    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                   help="images per network call (same-size images are batched; default 4), or windows "
-                        "per call with --multi-scale (default 8)")
     p.set_defaults(func=run)
 
 
@@ -169,7 +166,7 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     from .. import __version__
     from ..outputs import write_json
 
-    batch_size = 1 if session.predictor.multi_scale is not None else (args.batch_size or 4)
+    batch_size = images_per_call(args, session.predictor)
 
     def save_index() -> None:
         images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
@@ -192,7 +189,7 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, feats in zip(ok, maps):
                 if feats is not None:
-                    entry = _write(args, session.predictor, settings, d, feats, files[d.item], per_image)
+                    entry = _write(args, predictor, settings, d, feats, files[d.item], per_image)
                     entries[entry["file"]] = entry
                     report.done += 1
                     since_index += 1
@@ -203,8 +200,6 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     if entries or not index_path.exists():
         save_index()
     return report.summary("exported features of", time.perf_counter() - start, args.out)
-
-
 
 
 def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[str, Any]:

@@ -114,6 +114,9 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
     p.add_argument("--background", type=color_arg, default=(255, 255, 255), metavar="COLOR",
                    help="colour transparent pixels are composited on: white, black, gray or R,G,B "
                         "(default: white)")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help="images per network call (same-size images are batched; default 4), or windows "
+                        "per call with --multi-scale/--sliding-window (default 8)")
     p.add_argument("--multi-scale", action="store_true",
                    help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip")
     p.add_argument("--sliding-window", type=window_arg, nargs="?", const=480, default=None, metavar="SIDE",
@@ -257,6 +260,12 @@ def is_out_of_memory(e: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
 
 
+def images_per_call(args: argparse.Namespace, predictor) -> int:
+    """``--batch-size`` images per network call (default 4); one with a windowed protocol, whose
+    ``--batch-size`` counts windows instead."""
+    return 1 if predictor.multi_scale is not None else (args.batch_size or 4)
+
+
 def decoded_batches(args: argparse.Namespace, todo: list, batch_size: int, report: Report, bar):
     """Images decoded on worker threads, in batches of at most ``batch_size``; files that cannot be
     read are reported by name, counted on the progress bar and left out."""
@@ -360,9 +369,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", action="append", default=None, metavar="TEXT",
                    help='prompt template with {} for the label, e.g. "a photo of a {}."; repeat to '
                         "ensemble several (default: the bare label, as the official demo)")
-    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                   help="images per network call (same-size images are batched; default 4), or windows "
-                        "per call with --multi-scale/--sliding-window (default 8)")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default: 0.5)")
     p.add_argument("--no-overlay", action="store_true", help="do not write NAME.overlay.png")
     p.add_argument("--save-logits", action="store_true",
@@ -422,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _segment(args, session: Session, classes, todo, files, report: Report) -> int:
     predictor = session.predictor
-    batch_size = 1 if predictor.multi_scale is not None else (args.batch_size or 4)
+    batch_size = images_per_call(args, predictor)
     start = time.perf_counter()
     with progress(len(todo)) as bar:
         for ok in decoded_batches(args, todo, batch_size, report, bar):
