@@ -46,7 +46,7 @@ import langseg
 from langseg.accel import autocast
 from langseg.data import GenericSegmentation
 from langseg.eval.evaluate import evaluate
-from langseg.inference import MultiScaleConfig, multi_scale, scale_size
+from langseg.inference import MultiScaleConfig, scale_size
 from langseg.models import FastPaths, LSeg, create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
@@ -123,7 +123,7 @@ class OfficialLikePredictor(RecordingPredictor):
             with torch.inference_mode():
                 return torch.cat([official_forward(self.model, b[None], text) for b in batch], dim=0)
 
-        return torch.cat([multi_scale(fn, xi[None], self.pad, self.multi_scale) for xi in x], dim=0)
+        return self._run_protocol(fn, x)  # the Predictor's multi-scale loop, one image at a time
 
 
 @contextlib.contextmanager
