@@ -8,20 +8,19 @@ compare agree where they must.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import SUBPROCESS_ENV
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def run(script: str, *args: object) -> str:
     proc = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=600)
+                          env=SUBPROCESS_ENV, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 

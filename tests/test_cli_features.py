@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SUBPROCESS_ENV
 from PIL import Image
 
 from langseg.cli import main
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +48,7 @@ def test_features_folder_subprocess(images, tiny_weights, tiny_model, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "langseg", "features", str(images), "--weights", str(tiny_weights),
          "--out", str(out)],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     assert "f2.jpg: not an image file" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SUBPROCESS_ENV
 from PIL import Image
 
 from langseg.cli import main
@@ -24,7 +24,6 @@ from langseg.inference import MultiScaleConfig, multi_scale, pad_value
 from langseg.visualize import palette
 
 LABELS = "a,b,c,d,e,f,g,h,i,j"  # ten labels: a random tiny model then picks a few, not all
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,7 @@ def test_segment_folder_subprocess(images, tiny_weights, tiny_model, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "langseg", "segment", str(images), "--labels", LABELS,
          "--weights", str(tiny_weights), "--out", str(out), "--batch-size", "2"],
-        capture_output=True, text=True, env=ENV, timeout=300,
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300,
     )
     assert proc.returncode == 1, proc.stderr  # some inputs skipped, the others done
     assert "Traceback" not in proc.stderr
