@@ -10,10 +10,10 @@ import torch.multiprocessing as mp
 
 import langseg
 from langseg.data import GenericSegmentation
+from langseg.distributed import all_reduce
 from langseg.eval.evaluate import evaluate
 from langseg.eval.fewshot import fss1000
 from langseg.eval.zeroshot import evaluate_zeroshot
-from langseg.metrics import all_reduce
 from langseg.predictor import LSegPredictor
 
 WORLD = 2

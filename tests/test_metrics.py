@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from langseg.distributed import all_reduce
 from langseg.metrics import (
     FewShotMeter,
-    all_reduce,
     confusion_matrix,
     episode_areas,
     iou_per_class,

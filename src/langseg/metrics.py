@@ -14,7 +14,7 @@ Few-shot evaluation (HSNet, spec 7.4) is accumulated per class over episodes by 
 ``mIoU`` = mean foreground IoU of the test classes, ``FB-IoU`` = mean of the background and foreground
 IoU of the summed areas. Counts are int64 (exact) in both cases.
 
-Distributed evaluation: every rank accumulates its share, then :func:`all_reduce` sums the counts.
+Distributed evaluation: every rank accumulates its share, then :func:`langseg.distributed.all_reduce` sums the counts.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.distributed as dist
+
+from .distributed import all_reduce
 
 EPS = float(np.spacing(1))  # the official denominator guard, ~2.2e-16
 
@@ -170,17 +171,3 @@ class FewShotMeter:
         self.union = all_reduce(self.union)
         self.episodes = int(all_reduce(torch.tensor([self.episodes]))[0])
 
-
-def all_reduce(t: torch.Tensor) -> torch.Tensor:
-    """Sum a count tensor over all ranks when torch.distributed is initialized; else return it.
-
-    The result lives where ``t`` was. NCCL reduces on the rank's current CUDA device.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    device = t.device
-    work = t.clone()
-    if dist.get_backend() == "nccl" and work.device.type != "cuda":
-        work = work.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
-    return work.to(device)

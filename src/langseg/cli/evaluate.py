@@ -127,25 +127,13 @@ def _check_out(path: Path, overwrite: bool, resume: bool = False, resumable: boo
 
 
 def _setup_distributed(args: argparse.Namespace):
-    """Initialize torch.distributed from torchrun's variables; returns (device, rank)."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    from ..errors import LangsegError
-
+    """Join the launcher's process group when --distributed is given; returns (device, rank)."""
     if not args.distributed:
         return args.device, 0
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        raise LangsegError("--distributed needs torchrun (RANK and WORLD_SIZE are not set)")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available() and args.device in (None, "cuda"):
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return f"cuda:{local}", dist.get_rank()
-    dist.init_process_group("gloo")
-    return args.device or "cpu", dist.get_rank()
+    from ..distributed import init_distributed
+
+    place = init_distributed(args.device)
+    return place.device, place.rank
 
 
 def _load(weights: str, device: str | None):
@@ -226,10 +214,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def _teardown(args: argparse.Namespace) -> None:
     """Close the process group that --distributed opened."""
-    import torch.distributed as dist
+    if args.distributed:
+        from ..distributed import close_distributed
 
-    if args.distributed and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+        close_distributed()
 
 
 def _run_eval(args: argparse.Namespace) -> int:

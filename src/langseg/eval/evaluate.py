@@ -4,7 +4,7 @@ Each image is segmented by :meth:`LSegPredictor.predict` at its full size, exact
 segment`` does (single scale: pad to a multiple of 32 and crop back; multi-scale: the official
 evaluator), and the ``(H, W)`` label map is compared with the mask. No resize or crop is hidden in
 between. Under ``torch.distributed`` every rank takes every ``world``-th image and the confusion
-matrices are summed (:func:`langseg.metrics.all_reduce`).
+matrices are summed (:func:`langseg.distributed.all_reduce`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from ..data.base import SegmentationSample
+from ..distributed import all_reduce
 from ..errors import LangsegError
 from ..labels import display_names
-from ..metrics import all_reduce, confusion_matrix, miou, miou_present, pixel_accuracy
+from ..metrics import confusion_matrix, miou, miou_present, pixel_accuracy
 from ..predictor import LSegPredictor
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.base import IGNORE_INDEX
-from ..metrics import all_reduce, confusion_matrix, miou, pixel_accuracy
+from ..distributed import all_reduce
+from ..metrics import confusion_matrix, miou, pixel_accuracy
 from ..models import LSeg
 from .config import TrainConfig
 from .params import build_optimizer
