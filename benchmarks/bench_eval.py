@@ -62,9 +62,12 @@ def make_dataset(root: Path, n: int, height: int, width: int, num_classes: int, 
     (root / "masks").mkdir(parents=True)
     (root / "labels.txt").write_text("\n".join(f"class {i}" for i in range(num_classes)) + "\n")
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i}.png"
+        )
         Image.fromarray(rng.integers(0, num_classes, (height, width)).astype(np.uint8), "L").save(
-            root / "masks" / f"{i}.png")
+            root / "masks" / f"{i}.png"
+        )
     return root
 
 
@@ -77,7 +80,9 @@ def windows_per_image(height: int, width: int, cfg: MultiScaleConfig) -> int:
             total += 1
             continue
         ph, pw = max(h, cfg.crop_size), max(w, cfg.crop_size)
-        total += (math.ceil((ph - cfg.crop_size) / cfg.stride) + 1) * (math.ceil((pw - cfg.crop_size) / cfg.stride) + 1)
+        total += (math.ceil((ph - cfg.crop_size) / cfg.stride) + 1) * (
+            math.ceil((pw - cfg.crop_size) / cfg.stride) + 1
+        )
     return total
 
 
@@ -107,8 +112,9 @@ class OfficialLikePredictor(RecordingPredictor):
     """
 
     def __init__(self, model: LSeg, *, device: torch.device, cfg: MultiScaleConfig) -> None:
-        super().__init__(model, device=device, precision="fp32",
-                         multi_scale=dataclasses.replace(cfg, batch_size=1))
+        super().__init__(
+            model, device=device, precision="fp32", multi_scale=dataclasses.replace(cfg, batch_size=1)
+        )
 
     def text_features(self, labels: Sequence[str | Sequence[str]]) -> tuple[list[str], list[str]]:
         names = [lab if isinstance(lab, str) else lab[0] for lab in labels]
@@ -119,7 +125,9 @@ class OfficialLikePredictor(RecordingPredictor):
     def compute_logits(self, x: torch.Tensor, text: list[str]) -> torch.Tensor:
         """Normalized ``(B, 3, h, w)`` -> ``(B, K, h, w)`` float32 multi-scale logits."""
 
-        def fn(batch: torch.Tensor) -> torch.Tensor:  # (N, 3, crop, crop) -> (N, K, crop, crop), one call each
+        def fn(
+            batch: torch.Tensor,
+        ) -> torch.Tensor:  # (N, 3, crop, crop) -> (N, K, crop, crop), one call each
             with torch.inference_mode():
                 return torch.cat([official_forward(self.model, b[None], text) for b in batch], dim=0)
 
@@ -153,9 +161,13 @@ def timed(predictor: RecordingPredictor, ds: GenericSegmentation, batch_size: in
     if predictor.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return {"precision": predictor.precision, "seconds": round(seconds, 3),
-            "images_per_s": round(result.images / seconds, 4), "mIoU": result.metrics()["mIoU"],
-            "_logits": predictor.first_logits}
+    return {
+        "precision": predictor.precision,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(result.images / seconds, 4),
+        "mIoU": result.metrics()["mIoU"],
+        "_logits": predictor.first_logits,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,8 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="512x683", help="HxW of the synthetic images (ADE20K-like default)")
     p.add_argument("--classes", type=int, default=10, help="labels per image (ADE20K: 150)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
-                   help="autocast of the fast rows (the official-like row is always fp32)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        default="fp32",
+        help="autocast of the fast rows (the official-like row is always fp32)",
+    )
     p.add_argument("--window-batch", type=int, default=8, help="batched multi-scale windows per call")
     p.add_argument("--batch-size", type=int, default=4, help="batched single-scale images per call")
     p.add_argument("--skip-unbatched", action="store_true", help="skip the fast one-window-per-call row")
@@ -178,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
 
     device = langseg.resolve_device(args.device)
     torch.manual_seed(0)
-    model = (langseg.load_model(args.weights, device=device) if args.weights
-             else create_model(args.model).eval().to(device))
+    model = (
+        langseg.load_model(args.weights, device=device)
+        if args.weights
+        else create_model(args.model).eval().to(device)
+    )
     cfg = MultiScaleConfig(batch_size=args.window_batch)
 
     def crops(n: int) -> torch.Tensor:  # a row's per-call input shape, for its warm-up
@@ -189,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     one_name, official_name = "multi-scale, 1 window/call", "multi-scale, official-like"
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        ds = GenericSegmentation(make_dataset(Path(tmp) / "data", args.images, height, width, args.classes), None)
+        ds = GenericSegmentation(
+            make_dataset(Path(tmp) / "data", args.images, height, width, args.classes), None
+        )
         text = model.encode_text(ds.labels)
         single = RecordingPredictor(model, device=device, precision=args.precision)
         evaluate(single, ds, limit=1, progress=False)  # warm-up: text encoding, kernels
@@ -202,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_unbatched:
             with autocast(device, args.precision):
                 warm_up(lambda: model(crops(2), text), device)
-            one = RecordingPredictor(model, device=device, precision=args.precision,
-                                     multi_scale=dataclasses.replace(cfg, batch_size=1))
+            one = RecordingPredictor(
+                model,
+                device=device,
+                precision=args.precision,
+                multi_scale=dataclasses.replace(cfg, batch_size=1),
+            )
             rows[one_name] = timed(one, ds)
         if not args.skip_official:
             with reference_paths(model):
@@ -215,23 +240,32 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():  # multi-scale rows: largest logit difference from official-like
         same_shape = reference is not None and name.startswith("multi-scale")
         r["max_abs_logit_diff_vs_official_like"] = (
-            float((logits[name] - reference).abs().max()) if same_shape else None)
+            float((logits[name] - reference).abs().max()) if same_shape else None
+        )
 
     n_windows = windows_per_image(height, width, cfg)
-    print(f"{args.weights or args.model} on {device}, {args.images} images {height}x{width}, {args.classes} labels; "
-          f"multi-scale: {n_windows} windows x 2 flips per image")
-    print(f"{'protocol':<30} {'precision':>9} {'images/s':>9} {'seconds':>8} {'mIoU':>9} {'max|dlogit| vs official':>24}")
+    print(
+        f"{args.weights or args.model} on {device}, {args.images} images {height}x{width}, {args.classes} labels; "
+        f"multi-scale: {n_windows} windows x 2 flips per image"
+    )
+    print(
+        f"{'protocol':<30} {'precision':>9} {'images/s':>9} {'seconds':>8} {'mIoU':>9} {'max|dlogit| vs official':>24}"
+    )
     for name, r in rows.items():
         diff = r["max_abs_logit_diff_vs_official_like"]
         diff_text = "-" if diff is None else f"{diff:.1e}"
-        print(f"{name:<30} {r['precision']:>9} {r['images_per_s']:>9.4f} {r['seconds']:>8.2f} {r['mIoU']:>9.6f}"
-              f" {diff_text:>24}")
+        print(
+            f"{name:<30} {r['precision']:>9} {r['images_per_s']:>9.4f} {r['seconds']:>8.2f} {r['mIoU']:>9.6f}"
+            f" {diff_text:>24}"
+        )
     speedups: dict[str, float] = {}
     for base in (official_name, one_name):
         if base in rows:
             speedups[base] = rows[base]["seconds"] / rows[batched_name]["seconds"]
-            print(f"speed-up of {batched_name} ({args.precision}) over {base} ({rows[base]['precision']}): "
-                  f"{speedups[base]:.2f}x")
+            print(
+                f"speed-up of {batched_name} ({args.precision}) over {base} ({rows[base]['precision']}): "
+                f"{speedups[base]:.2f}x"
+            )
     miou_delta = None
     if official_name in rows:
         miou_delta = abs(rows[official_name]["mIoU"] - rows[batched_name]["mIoU"])
@@ -239,16 +273,32 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "agree" if miou_delta <= MIOU_TOLERANCE else f"DIFFER (tolerance {MIOU_TOLERANCE:g})"
         else:
             verdict = f"{args.precision} vs fp32: rounding can flip near-tied pixels"
-        print(f"mIoU official-like {rows[official_name]['mIoU']:.6f}, batched {rows[batched_name]['mIoU']:.6f}: "
-              f"|diff| {miou_delta:.2e}, {verdict}")
+        print(
+            f"mIoU official-like {rows[official_name]['mIoU']:.6f}, batched {rows[batched_name]['mIoU']:.6f}: "
+            f"|diff| {miou_delta:.2e}, {verdict}"
+        )
     if args.out:
-        record = {"benchmark": "bench_eval", "model": args.weights or args.model, "device": str(device),
-                  "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-                  "precision": args.precision, "images": args.images, "size": [height, width],
-                  "classes": args.classes, "windows_per_image": n_windows, "window_batch": args.window_batch,
-                  "results": rows, "batched_window_speedup": speedups.get(one_name),
-                  "speedup_vs_official_like": speedups.get(official_name), "miou_abs_diff_official_like": miou_delta,
-                  "torch": torch.__version__, "langseg": langseg.__version__, "threads": torch.get_num_threads()}
+        record = {
+            "benchmark": "bench_eval",
+            "model": args.weights or args.model,
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else platform.machine(),
+            "precision": args.precision,
+            "images": args.images,
+            "size": [height, width],
+            "classes": args.classes,
+            "windows_per_image": n_windows,
+            "window_batch": args.window_batch,
+            "results": rows,
+            "batched_window_speedup": speedups.get(one_name),
+            "speedup_vs_official_like": speedups.get(official_name),
+            "miou_abs_diff_official_like": miou_delta,
+            "torch": torch.__version__,
+            "langseg": langseg.__version__,
+            "threads": torch.get_num_threads(),
+        }
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -60,11 +60,31 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # The ops CUDA autocast runs in the low precision, and those it runs in fp32 (the ones LSeg uses).
 LOW_PRECISION_OPS = {
-    "linear", "addmm", "mm", "bmm", "baddbmm", "matmul", "einsum", "conv1d", "conv2d", "convolution",
-    "_convolution", "conv_transpose2d", "scaled_dot_product_attention",
+    "linear",
+    "addmm",
+    "mm",
+    "bmm",
+    "baddbmm",
+    "matmul",
+    "einsum",
+    "conv1d",
+    "conv2d",
+    "convolution",
+    "_convolution",
+    "conv_transpose2d",
+    "scaled_dot_product_attention",
 }
-FP32_OPS = {"layer_norm", "native_layer_norm", "group_norm", "softmax", "_softmax", "log_softmax",
-            "upsample_bilinear2d", "linalg_vector_norm", "norm"}
+FP32_OPS = {
+    "layer_norm",
+    "native_layer_norm",
+    "group_norm",
+    "softmax",
+    "_softmax",
+    "log_softmax",
+    "upsample_bilinear2d",
+    "linalg_vector_norm",
+    "norm",
+}
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -159,8 +179,9 @@ def measure_cuda(model: LSeg, case: str, size: int, args: argparse.Namespace, de
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    amp = (torch.autocast("cuda", dtype=DTYPES[args.dtype]) if args.dtype != "fp32"
-           else contextlib.nullcontext())
+    amp = (
+        torch.autocast("cuda", dtype=DTYPES[args.dtype]) if args.dtype != "fp32" else contextlib.nullcontext()
+    )
     start = time.perf_counter()
     try:
         with torch.inference_mode(), amp:
@@ -169,13 +190,22 @@ def measure_cuda(model: LSeg, case: str, size: int, args: argparse.Namespace, de
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return {"peak_gib": None, "oom": True}
-    return {"peak_gib": torch.cuda.max_memory_allocated(device) / GiB,
-            "reserved_gib": torch.cuda.max_memory_reserved(device) / GiB,
-            "seconds": time.perf_counter() - start, "oom": False}
+    return {
+        "peak_gib": torch.cuda.max_memory_allocated(device) / GiB,
+        "reserved_gib": torch.cuda.max_memory_reserved(device) / GiB,
+        "seconds": time.perf_counter() - start,
+        "oom": False,
+    }
 
 
-def measure_accounted(model: LSeg, case: str, size: int, args: argparse.Namespace, device: torch.device,
-                      fake: FakeTensorMode | None) -> dict:
+def measure_accounted(
+    model: LSeg,
+    case: str,
+    size: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    fake: FakeTensorMode | None,
+) -> dict:
     """Weights + the peak of live tensor bytes, on fake CUDA tensors (``fake``) or real CPU ones."""
     dtype = DTYPES[args.dtype]
     if fake is None:  # a real CPU run: the real autocast, counted by the mode
@@ -188,8 +218,12 @@ def measure_accounted(model: LSeg, case: str, size: int, args: argparse.Namespac
     start = time.perf_counter()
     with fake or contextlib.nullcontext(), counter, torch.inference_mode(), amp:
         run_case(model, case, size, args.labels, args.window_batch, device)
-    return {"peak_gib": (weight_bytes(model) + counter.peak) / GiB, "activations_gib": counter.peak / GiB,
-            "seconds": time.perf_counter() - start, "oom": False}
+    return {
+        "peak_gib": (weight_bytes(model) + counter.peak) / GiB,
+        "activations_gib": counter.peak / GiB,
+        "seconds": time.perf_counter() - start,
+        "oom": False,
+    }
 
 
 def fake_cuda_model(model: LSeg) -> tuple[LSeg, FakeTensorMode]:
@@ -216,32 +250,50 @@ def check_estimator(args: argparse.Namespace) -> list[dict]:
         for case in ("single", "sliding"):
             r = measure_accounted(real, case, 256, sub, torch.device("cpu"), None)
             f = measure_accounted(fake_model, case, 256, sub, torch.device("cuda"), fake)
-            rows.append({"case": case, "dtype": dtype, "real_cpu_gib": r["peak_gib"], "fake_cuda_gib": f["peak_gib"]})
-            print(f"  check lseg_tiny 256² {case:<10} {dtype}: real CPU {r['peak_gib'] * 1024:8.2f} MiB   "
-                  f"fake CUDA {f['peak_gib'] * 1024:8.2f} MiB")
+            rows.append(
+                {"case": case, "dtype": dtype, "real_cpu_gib": r["peak_gib"], "fake_cuda_gib": f["peak_gib"]}
+            )
+            print(
+                f"  check lseg_tiny 256² {case:<10} {dtype}: real CPU {r['peak_gib'] * 1024:8.2f} MiB   "
+                f"fake CUDA {f['peak_gib'] * 1024:8.2f} MiB"
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", default="lseg_vitl16_384", help="random-weight model (default: lseg_vitl16_384)")
-    p.add_argument("--device", default="auto", help="cuda (measure) or cpu (estimate for CUDA); auto: cuda if present")
+    p.add_argument(
+        "--variant", default="lseg_vitl16_384", help="random-weight model (default: lseg_vitl16_384)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="cuda (measure) or cpu (estimate for CUDA); auto: cuda if present"
+    )
     p.add_argument("--size", type=int, nargs="+", default=[1024, 2048], help="square image sides")
     p.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="autocast precision (default: bf16)")
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="bf16", help="autocast precision (default: bf16)"
+    )
     p.add_argument("--labels", type=int, default=150, help="labels (default: 150, as ADE20K)")
     p.add_argument("--window-batch", type=int, default=8, help="windows per call for sliding/multiscale")
-    p.add_argument("--gpu-gib", type=float, default=80.0, help="memory of the GPU to compare with (default 80)")
+    p.add_argument(
+        "--gpu-gib", type=float, default=80.0, help="memory of the GPU to compare with (default 80)"
+    )
     p.add_argument("--check", action="store_true", help="first compare real CPU and fake CUDA accounting")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
 
     real_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda")
-    result: dict = {"benchmark": "bench_memory", "variant": args.variant, "dtype": args.dtype,
-                    "labels": args.labels, "window_batch": args.window_batch,
-                    "method": "cuda max_memory_allocated" if real_cuda else "estimate: fake CUDA tensors",
-                    "machine": machine_info(device if real_cuda else torch.device("cpu")), "rows": []}
+    result: dict = {
+        "benchmark": "bench_memory",
+        "variant": args.variant,
+        "dtype": args.dtype,
+        "labels": args.labels,
+        "window_batch": args.window_batch,
+        "method": "cuda max_memory_allocated" if real_cuda else "estimate: fake CUDA tensors",
+        "machine": machine_info(device if real_cuda else torch.device("cpu")),
+        "rows": [],
+    }
     if real_cuda:
         result["machine"]["gpu"] = torch.cuda.get_device_name(device)
     print(f"{args.variant}, {args.dtype}, {args.labels} labels, {result['method']}")
@@ -260,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if real_cuda:
             return measure_cuda(model, case, size, args, device)
         return measure_accounted(model, case, size, args, device, fake)
+
     result["weights_gib"] = weight_bytes(model) / GiB
     print(f"weights {result['weights_gib']:.2f} GiB")
     print(f"{'case':<12}{'image':>11}{'peak GiB':>10}{'fits ' + format(args.gpu_gib, 'g') + ' GiB':>14}")

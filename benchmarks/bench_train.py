@@ -103,26 +103,42 @@ def bench_one(name: str, precision: str, args: argparse.Namespace) -> dict:
         tf(img, mask)
     aug_rate = n_aug / (time.perf_counter() - t1)
     return {
-        "config": name, "model": model.config.name, "device": str(device), "precision": precision,
-        "batch": batch, "crop": crop, "labels": K, "threads": torch.get_num_threads(),
-        "step_s": round(dt, 5), "images_per_s": round(batch / dt, 4), "peak_mem_mib": round(peak, 1),
-        "aug_images_per_s_per_worker": round(aug_rate, 1), "final_loss": round(final_loss, 4),
+        "config": name,
+        "model": model.config.name,
+        "device": str(device),
+        "precision": precision,
+        "batch": batch,
+        "crop": crop,
+        "labels": K,
+        "threads": torch.get_num_threads(),
+        "step_s": round(dt, 5),
+        "images_per_s": round(batch / dt, 4),
+        "peak_mem_mib": round(peak, 1),
+        "aug_images_per_s_per_worker": round(aug_rate, 1),
+        "final_loss": round(final_loss, 4),
     }
 
 
 def _row(r: dict) -> str:
     ratio = "-" if r.get("vs_fp32") is None else f"{r['vs_fp32']:.2f}x"
-    return (f"{r['config']:<16}{r['model']:<18}{r['device']:<8}{r['precision']:<6}{r['batch']:>6}{r['crop']:>6}"
-            f"{r['images_per_s']:>9.2f}{ratio:>9}{r['step_s']:>9.3f}{r['peak_mem_mib']:>10.0f}"
-            f"{r['aug_images_per_s_per_worker']:>11.1f}{r['final_loss']:>9.3f}")
+    return (
+        f"{r['config']:<16}{r['model']:<18}{r['device']:<8}{r['precision']:<6}{r['batch']:>6}{r['crop']:>6}"
+        f"{r['images_per_s']:>9.2f}{ratio:>9}{r['step_s']:>9.3f}{r['peak_mem_mib']:>10.0f}"
+        f"{r['aug_images_per_s_per_worker']:>11.1f}{r['final_loss']:>9.3f}"
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="names in configs/ (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    p.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32", "bf16"],
-                   help="one or more; each config runs at each (default: fp32 bf16)")
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=["fp32", "bf16"],
+        help="one or more; each config runs at each (default: fp32 bf16)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="per-device batch (default: the config's)")
     p.add_argument("--crop", type=int, default=None, help="crop side (default: the config's)")
     p.add_argument("--steps", type=int, default=3, help="timed steps")
@@ -141,8 +157,10 @@ def main() -> int:
         if value is not None:
             passthrough += [flag, str(value)]
     results = []
-    print(f"{'config':<16}{'model':<18}{'device':<8}{'prec':<6}{'batch':>6}{'crop':>6}{'img/s':>9}"
-          f"{'vs fp32':>9}{'step s':>9}{'peak MiB':>10}{'aug/s/wkr':>11}{'loss':>9}")
+    print(
+        f"{'config':<16}{'model':<18}{'device':<8}{'prec':<6}{'batch':>6}{'crop':>6}{'img/s':>9}"
+        f"{'vs fp32':>9}{'step s':>9}{'peak MiB':>10}{'aug/s/wkr':>11}{'loss':>9}"
+    )
     for name in args.configs:
         fp32_rate = None
         for precision in precisions:

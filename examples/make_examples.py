@@ -78,7 +78,10 @@ def beach(rng: np.random.Generator) -> Image.Image:
     d.line([(120, 420), (135, 330), (160, 240), (175, 190)], fill=(110, 80, 50), width=14)  # palm trunk
     for dx, dy in ((-90, 30), (-70, -20), (80, 25), (70, -30), (0, -60), (-30, 50), (40, 55)):
         mid = (175 + dx * 0.5, 190 + dy * 0.5)
-        d.polygon([(175, 190), (mid[0], mid[1] - 14), (175 + dx, 190 + dy), (mid[0], mid[1] + 14)], fill=(45, 120, 45))
+        d.polygon(
+            [(175, 190), (mid[0], mid[1] - 14), (175 + dx, 190 + dy), (mid[0], mid[1] + 14)],
+            fill=(45, 120, 45),
+        )
     d.pieslice([400, 270, 560, 370], 180, 360, fill=(220, 60, 60))  # umbrella
     d.line([(480, 320), (480, 420)], fill=(90, 90, 90), width=5)
     arr = np.asarray(pic, dtype=np.float32) + noise(rng, 5, 0.6)[:, :, None]

@@ -15,10 +15,29 @@ REFERENCE = Path(os.environ.get("LANGSEG_REFERENCE", REPO.parent / "shared" / "r
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 # the environment of subprocesses the tests start (one thread, offline, no analytics)
-SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+SUBPROCESS_ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+}
 
 # everyday words the app tests draw label sets from
-LABEL_WORDS = ("house", "wall", "water", "sand", "other", "sky", "grass", "road", "tree", "dog", "cat", "car", "person")
+LABEL_WORDS = (
+    "house",
+    "wall",
+    "water",
+    "sand",
+    "other",
+    "sky",
+    "grass",
+    "road",
+    "tree",
+    "dog",
+    "cat",
+    "car",
+    "person",
+)
 
 
 def reference_available() -> bool:

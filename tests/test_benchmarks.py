@@ -19,16 +19,38 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run(script: str, *args: object) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH / script), *map(str, args)], capture_output=True, text=True,
-                          env=SUBPROCESS_ENV, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=SUBPROCESS_ENV,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
 def test_bench_inference(tmp_path):
     out = tmp_path / "inference.json"
-    run("bench_inference.py", "--size", 64, "--batch", 1, 2, "--iters", 1, "--target-iters", 1,
-        "--matmul-size", 256, "--dtype", "fp32", "bf16", "--json", out)
+    run(
+        "bench_inference.py",
+        "--size",
+        64,
+        "--batch",
+        1,
+        2,
+        "--iters",
+        1,
+        "--target-iters",
+        1,
+        "--matmul-size",
+        256,
+        "--dtype",
+        "fp32",
+        "bf16",
+        "--json",
+        out,
+    )
     result = json.loads(out.read_text())
     names = {(r["name"], r.get("batch")) for r in result["rows"]}
     assert {"official", "reference"} <= {n for n, _ in names}
@@ -64,8 +86,20 @@ def test_bench_train(tmp_path):
 def test_bench_memory_estimate_matches_real_accounting(tmp_path):
     """Fake CUDA tensors give the same fp32 peak as the real CPU run (the estimator's own check)."""
     out = tmp_path / "memory.json"
-    run("bench_memory.py", "--variant", "lseg_tiny", "--device", "cpu", "--size", 128, "--labels", 4,
-        "--check", "--json", out)
+    run(
+        "bench_memory.py",
+        "--variant",
+        "lseg_tiny",
+        "--device",
+        "cpu",
+        "--size",
+        128,
+        "--labels",
+        4,
+        "--check",
+        "--json",
+        out,
+    )
     result = json.loads(out.read_text())
     for row in result["check"]:
         if row["dtype"] == "fp32":  # the same ops on the same shapes: the same bytes

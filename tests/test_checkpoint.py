@@ -27,8 +27,12 @@ from langseg.models.checkpoint import (
 
 def write_official(model, path: Path, *, extra: dict | None = None) -> Path:
     """Save a model as the official lang-seg Lightning checkpoint layout (keys 'net.*' under state_dict)."""
-    ckpt = {"epoch": 3, "global_step": 10, "pytorch-lightning_version": "1.4.9",
-            "state_dict": langseg_to_official(model.state_dict())}
+    ckpt = {
+        "epoch": 3,
+        "global_step": 10,
+        "pytorch-lightning_version": "1.4.9",
+        "state_dict": langseg_to_official(model.state_dict()),
+    }
     ckpt.update(extra or {})
     torch.save(ckpt, path)
     return path
@@ -58,8 +62,12 @@ def test_official_round_trip_gives_identical_logits(tiny_model, tmp_path):
 
 def test_convert_can_drop_unused_parts_with_unchanged_outputs(tmp_path):
     torch.manual_seed(1)
-    model = create_model("lseg_tiny", vit=langseg.models.ViTConfig(
-        patch_size=16, embed_dim=64, depth=4, num_heads=1, img_size=64, hooks=(0, 1, 2, 3), num_classes=10)).eval()
+    model = create_model(
+        "lseg_tiny",
+        vit=langseg.models.ViTConfig(
+            patch_size=16, embed_dim=64, depth=4, num_heads=1, img_size=64, hooks=(0, 1, 2, 3), num_classes=10
+        ),
+    ).eval()
     src = write_official(model, tmp_path / "with_head.ckpt")
     slim = convert_official(src, tmp_path / "slim", drop_unused=True, dtype=torch.float16)
     meta = json.loads((slim / "config.json").read_text())
@@ -76,10 +84,14 @@ def test_convert_can_drop_unused_parts_with_unchanged_outputs(tmp_path):
 def test_cli_convert(tiny_model, tmp_path):
     src = write_official(tiny_model, tmp_path / "t.ckpt")
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "langseg", "convert", str(src), str(out)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "langseg", "convert", str(src), str(out)], capture_output=True, text=True
+    )
     assert run.returncode == 0, run.stderr
     assert (out / "model.safetensors").is_file()
-    again = subprocess.run([sys.executable, "-m", "langseg", "convert", str(src), str(out)], capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "-m", "langseg", "convert", str(src), str(out)], capture_output=True, text=True
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
 
 
@@ -144,7 +156,9 @@ def test_pickled_code_is_never_executed(tmp_path):
 
 def test_lightning_1x_class_keyed_callbacks_are_allowed(reference, tiny_model, tmp_path):
     synth, _ = reference
-    ckpt = synth.make_lightning_checkpoint(langseg_to_official(tiny_model.state_dict()), class_keyed_callbacks=True)
+    ckpt = synth.make_lightning_checkpoint(
+        langseg_to_official(tiny_model.state_dict()), class_keyed_callbacks=True
+    )
     synth.save_checkpoint(ckpt, tmp_path / "pl14.ckpt")
     loaded = langseg.load_model(tmp_path / "pl14.ckpt")
     x = torch.randn(1, 3, 64, 64)

@@ -46,9 +46,21 @@ def unit_norm_error(feats: np.ndarray) -> float:
 def test_features_folder_subprocess(images, tiny_weights, tiny_model, tmp_path):
     out = tmp_path / "feats"
     proc = subprocess.run(
-        [sys.executable, "-m", "langseg", "features", str(images), "--weights", str(tiny_weights),
-         "--out", str(out)],
-        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "langseg",
+            "features",
+            str(images),
+            "--weights",
+            str(tiny_weights),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=SUBPROCESS_ENV,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stderr
     assert "f2.jpg: not an image file" in proc.stderr and "Traceback" not in proc.stderr
@@ -76,8 +88,22 @@ def test_formats_resolutions_and_preview(images, tiny_weights, tiny_model, tmp_p
     from safetensors.numpy import load_file
 
     one = images / "f1.png"  # 70 x 45
-    code, _, err = run_cli(capsys, "features", one, "--weights", tiny_weights, "--out", tmp_path / "st",
-                           "--format", "safetensors", "--dtype", "float32", "--resolution", "full", "--pca-preview")
+    code, _, err = run_cli(
+        capsys,
+        "features",
+        one,
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "st",
+        "--format",
+        "safetensors",
+        "--dtype",
+        "float32",
+        "--resolution",
+        "full",
+        "--pca-preview",
+    )
     assert code == 0, err
     feats = load_file(tmp_path / "st" / "f1.safetensors")["features"]
     assert feats.dtype == np.float32 and feats.shape == (32, 45, 70) and unit_norm_error(feats) < 1e-5
@@ -86,14 +112,35 @@ def test_formats_resolutions_and_preview(images, tiny_weights, tiny_model, tmp_p
     preview = Image.open(tmp_path / "st" / "f1.pca.png")
     assert preview.mode == "RGB" and preview.size == (70, 45)
 
-    code, _, err = run_cli(capsys, "features", one, "--weights", tiny_weights, "--out", tmp_path / "pt",
-                           "--format", "pt", "--resolution", "40x24")
+    code, _, err = run_cli(
+        capsys,
+        "features",
+        one,
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "pt",
+        "--format",
+        "pt",
+        "--resolution",
+        "40x24",
+    )
     assert code == 0, err
     t = torch.load(tmp_path / "pt" / "f1.pt", weights_only=True)
     assert t.dtype == torch.float16 and t.shape == (32, 24, 40)
 
-    code, _, err = run_cli(capsys, "features", images / "f0.png", "--weights", tiny_weights, "--out",
-                           tmp_path / "flip", "--flip", "--dtype", "float32")
+    code, _, err = run_cli(
+        capsys,
+        "features",
+        images / "f0.png",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "flip",
+        "--flip",
+        "--dtype",
+        "float32",
+    )
     assert code == 0, err
     x = normalized(images / "f0.png")
     with torch.no_grad():
@@ -104,8 +151,17 @@ def test_formats_resolutions_and_preview(images, tiny_weights, tiny_model, tmp_p
 
 
 def test_max_side_shrinks_what_the_network_sees(images, tiny_weights, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "features", images / "f0.png", "--weights", tiny_weights, "--out", tmp_path,
-                           "--max-side", "48")
+    code, _, err = run_cli(
+        capsys,
+        "features",
+        images / "f0.png",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path,
+        "--max-side",
+        "48",
+    )
     assert code == 0, err
     entry = json.loads((tmp_path / "index.json").read_text())["images"][0]
     assert entry["original_size"] == [96, 64] and entry["processed_size"] == [48, 32]
@@ -136,8 +192,14 @@ def mixed(tmp_path_factory) -> Path:
     """Two sizes, same-size runs to batch, a corrupt file in the middle of the first batch."""
     root = tmp_path_factory.mktemp("mixed")
     rng = np.random.default_rng(2)
-    for name, (h, w) in [("a0", (64, 96)), ("a1", (64, 96)), ("a3", (64, 96)), ("a4", (40, 130)),
-                         ("a5", (40, 130)), ("a6", (64, 96))]:
+    for name, (h, w) in [
+        ("a0", (64, 96)),
+        ("a1", (64, 96)),
+        ("a3", (64, 96)),
+        ("a4", (40, 130)),
+        ("a5", (40, 130)),
+        ("a6", (64, 96)),
+    ]:
         Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(root / f"{name}.png")
     (root / "a2.jpg").write_bytes(b"\xff\xd8\xff garbage")
     return root
@@ -166,8 +228,20 @@ def test_batches_match_one_by_one(mixed, tiny_weights, tmp_path, capsys, monkeyp
     for batch in (1, 4):
         out = tmp_path / f"b{batch}"
         calls.clear()
-        code, _, err = run_cli(capsys, "features", mixed, "--weights", tiny_weights, "--out", out,
-                               "--dtype", "float32", "--batch-size", batch, *options)
+        code, _, err = run_cli(
+            capsys,
+            "features",
+            mixed,
+            "--weights",
+            tiny_weights,
+            "--out",
+            out,
+            "--dtype",
+            "float32",
+            "--batch-size",
+            batch,
+            *options,
+        )
         assert code == 1 and "a2.jpg: not an image file" in err, err  # skipped by name, the rest done
         runs = 2 if "--flip" in options else 1  # the mirrored run is a second call
         # batch 4: [a0 a1 (a2) a3] is one call of 3; [a4 a5 a6] splits by size into 2 + 1
@@ -191,8 +265,9 @@ def test_out_of_memory_batch_retries_one_by_one(mixed, tiny_weights, tmp_path, c
         return encode(self, images)
 
     monkeypatch.setattr(LSeg, "encode_image", small_memory)
-    code, stdout, err = run_cli(capsys, "features", mixed, "--weights", tiny_weights, "--out", tmp_path,
-                                "--batch-size", "4")
+    code, stdout, err = run_cli(
+        capsys, "features", mixed, "--weights", tiny_weights, "--out", tmp_path, "--batch-size", "4"
+    )
     assert code == 1 and "a2.jpg: not an image file" in err
     assert "a4.png: out of memory for 130x40" in err and "a5.png: out of memory for 130x40" in err
     assert "exported features of 4 images" in stdout
@@ -204,8 +279,20 @@ def test_help_lists_options_and_examples(capsys):
         main(["features", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ["--resolution", "--dtype", "--format", "--pca-preview", "--batch-size", "--multi-scale", "--flip",
-                   "--max-side", "--overwrite", "--skip-existing", "examples:", "index.json"]:
+    for option in [
+        "--resolution",
+        "--dtype",
+        "--format",
+        "--pca-preview",
+        "--batch-size",
+        "--multi-scale",
+        "--flip",
+        "--max-side",
+        "--overwrite",
+        "--skip-existing",
+        "examples:",
+        "index.json",
+    ]:
         assert option in text, option
     with pytest.raises(SystemExit):
         main(["features", "x.png", "--out", "o", "--resolution", "big"])
@@ -220,8 +307,19 @@ def test_sliding_window_features_match_the_predictor(tiny_weights, tiny_model, t
     rng = np.random.default_rng(5)
     arr = (rng.random((90, 140, 3)) * 255).astype(np.uint8)
     Image.fromarray(arr).save(tmp_path / "wide.png")
-    code, _, err = run_cli(capsys, "features", tmp_path / "wide.png", "--weights", tiny_weights, "--out",
-                           tmp_path / "out", "--sliding-window", "64", "--dtype", "float32")
+    code, _, err = run_cli(
+        capsys,
+        "features",
+        tmp_path / "wide.png",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "out",
+        "--sliding-window",
+        "64",
+        "--dtype",
+        "float32",
+    )
     assert code == 0, err
     got = np.load(tmp_path / "out" / "wide.npy")
     predictor = LSegPredictor(tiny_model, device="cpu", multi_scale=MultiScaleConfig.sliding_window(64))

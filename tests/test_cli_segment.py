@@ -63,9 +63,25 @@ def legend_colors(overlay: Image.Image, width: int, height: int) -> set[tuple[in
 def test_segment_folder_subprocess(images, tiny_weights, tiny_model, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "langseg", "segment", str(images), "--labels", LABELS,
-         "--weights", str(tiny_weights), "--out", str(out), "--batch-size", "2"],
-        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "langseg",
+            "segment",
+            str(images),
+            "--labels",
+            LABELS,
+            "--weights",
+            str(tiny_weights),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=SUBPROCESS_ENV,
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stderr  # some inputs skipped, the others done
     assert "Traceback" not in proc.stderr
@@ -116,13 +132,25 @@ def test_synonyms_and_templates_change_the_text_embedding(images, tiny_weights, 
     cases = {
         "plain": (["--labels", "cat,grass"], [["cat"], ["grass"]], ["{}"]),
         "synonyms": (["--labels", "cat;kitten,grass;lawn"], [["cat", "kitten"], ["grass", "lawn"]], ["{}"]),
-        "templates": (["--labels", "cat,grass", "--template", "a photo of a {}.", "--template", "a {} here"],
-                      [["cat"], ["grass"]], ["a photo of a {}.", "a {} here"]),
+        "templates": (
+            ["--labels", "cat,grass", "--template", "a photo of a {}.", "--template", "a {} here"],
+            [["cat"], ["grass"]],
+            ["a photo of a {}.", "a {} here"],
+        ),
     }
     got = {}
     for key, (argv, classes, templates) in cases.items():
-        code, _, err = run_cli(capsys, "segment", images / "a.png", *argv, "--weights", tiny_weights,
-                               "--out", tmp_path / key, "--save-logits")
+        code, _, err = run_cli(
+            capsys,
+            "segment",
+            images / "a.png",
+            *argv,
+            "--weights",
+            tiny_weights,
+            "--out",
+            tmp_path / key,
+            "--save-logits",
+        )
         assert code == 0, err
         logits = torch.from_numpy(np.load(tmp_path / key / "a.logits.npy").astype(np.float32))
         with torch.no_grad():
@@ -137,13 +165,26 @@ def test_synonyms_and_templates_change_the_text_embedding(images, tiny_weights, 
 
 
 def test_multi_scale_equals_the_evaluator(images, tiny_weights, tiny_model, tmp_path, capsys):
-    code, _, err = run_cli(capsys, "segment", images / "a.png", "--labels", "a,b,c,d", "--weights", tiny_weights,
-                           "--out", tmp_path, "--multi-scale", "--save-logits")
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        images / "a.png",
+        "--labels",
+        "a,b,c,d",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path,
+        "--multi-scale",
+        "--save-logits",
+    )
     assert code == 0, err
     x = normalized(np.asarray(Image.open(images / "a.png").convert("RGB")))
     text = _expected_text(tiny_model, [["a"], ["b"], ["c"], ["d"]], ["{}"])
     with torch.no_grad():
-        ref = multi_scale(lambda b: tiny_model(b, text), x, pad_value((0.5,) * 3, (0.5,) * 3), MultiScaleConfig())[0]
+        ref = multi_scale(
+            lambda b: tiny_model(b, text), x, pad_value((0.5,) * 3, (0.5,) * 3), MultiScaleConfig()
+        )[0]
     mask = np.asarray(Image.open(tmp_path / "a.mask.png"))
     logits = np.load(tmp_path / "a.logits.npy").astype(np.float32)
     assert np.allclose(logits, ref.numpy(), rtol=2e-3, atol=2e-2)  # float16 file of sums over 12 runs
@@ -156,20 +197,33 @@ def test_multi_scale_equals_the_evaluator(images, tiny_weights, tiny_model, tmp_
     assert record["preprocessing"]["flip"] is True
 
 
-
 def test_sliding_window_runs_windows_at_native_resolution(tiny_weights, tiny_model, tmp_path, capsys):
     """--sliding-window 64 on a 100x150 image: the evaluator's windows over the unresized image."""
     rng = np.random.default_rng(3)
     arr = (rng.random((100, 150, 3)) * 255).astype(np.uint8)
     Image.fromarray(arr).save(tmp_path / "big.png")
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "segment", tmp_path / "big.png", "--labels", "a,b,c,d", "--weights",
-                           tiny_weights, "--out", out, "--sliding-window", "64", "--save-logits")
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        tmp_path / "big.png",
+        "--labels",
+        "a,b,c,d",
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--sliding-window",
+        "64",
+        "--save-logits",
+    )
     assert code == 0, err
     text = _expected_text(tiny_model, [["a"], ["b"], ["c"], ["d"]], ["{}"])
     cfg = MultiScaleConfig(scales=(1.0,), flip=False, base_size=150, crop_size=64)  # base = the long side
     with torch.no_grad():
-        ref = multi_scale(lambda b: tiny_model(b, text), normalized(arr), pad_value((0.5,) * 3, (0.5,) * 3), cfg)[0]
+        ref = multi_scale(
+            lambda b: tiny_model(b, text), normalized(arr), pad_value((0.5,) * 3, (0.5,) * 3), cfg
+        )[0]
     logits = np.load(out / "big.logits.npy").astype(np.float32)
     assert logits.shape == (4, 100, 150)
     assert np.allclose(logits, ref.numpy(), rtol=2e-3, atol=1e-2)
@@ -177,12 +231,24 @@ def test_sliding_window_runs_windows_at_native_resolution(tiny_weights, tiny_mod
     assert record["mode"] == "sliding-window" and record["max_side"] is None  # native resolution by default
     assert record["multi_scale"]["crop_size"] == 64 and record["multi_scale"]["stride"] == 42
 
-    code, _, err = run_cli(capsys, "segment", tmp_path / "big.png", "--labels", "a,b", "--weights", tiny_weights,
-                           "--out", tmp_path / "x", "--sliding-window", "--multi-scale")
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        tmp_path / "big.png",
+        "--labels",
+        "a,b",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "x",
+        "--sliding-window",
+        "--multi-scale",
+    )
     assert code != 0 and "--multi-scale and --sliding-window" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["segment", str(tmp_path / "big.png"), "--labels", "a", "--sliding-window", "100"])
     assert "multiple of 32" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -207,15 +273,34 @@ def test_bad_options_fail_cleanly_before_any_output(images, tiny_weights, tmp_pa
 
 def test_no_images_found(tmp_path, tiny_weights, capsys):
     (tmp_path / "empty").mkdir()
-    code, _, err = run_cli(capsys, "segment", tmp_path / "empty", str(tmp_path / "*.png"), "--labels", "a",
-                           "--weights", tiny_weights, "--out", tmp_path / "out")
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        tmp_path / "empty",
+        str(tmp_path / "*.png"),
+        "--labels",
+        "a",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 2 and "no images to process" in err and "*.png: the pattern matched no images" in err
 
 
 def test_existing_outputs_are_kept_unless_asked(images, tiny_weights, tmp_path, capsys):
     out = tmp_path / "out"
-    common = ["segment", images / "a.png", images / "sub", "--labels", "a,b,c", "--weights", tiny_weights,
-              "--out", out]
+    common = [
+        "segment",
+        images / "a.png",
+        images / "sub",
+        "--labels",
+        "a,b,c",
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+    ]
     assert run_cli(capsys, *common)[0] == 0
     files = sorted(out.rglob("*"))
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files if p.is_file()}
@@ -241,8 +326,19 @@ def test_bad_and_oversized_inputs_are_skipped_others_written(images, tiny_weight
     Image.new("RGB", (96, 64), (10, 200, 30)).save(src / "large.png")
     data = (images / "rot.jpg").read_bytes()
     (src / "cut.jpg").write_bytes(data[: len(data) // 3])
-    code, out, err = run_cli(capsys, "segment", src, "--labels", "a,b", "--weights", tiny_weights,
-                             "--out", tmp_path / "out", "--max-pixels", "3000")
+    code, out, err = run_cli(
+        capsys,
+        "segment",
+        src,
+        "--labels",
+        "a,b",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "out",
+        "--max-pixels",
+        "3000",
+    )
     assert code == 1
     assert "large.png: 96x64 = 6,144 pixels is above the limit of 3,000" in err
     assert "cut.jpg: corrupt or truncated image" in err and "Traceback" not in err
@@ -256,9 +352,21 @@ def test_help_and_version(capsys):
         main(["segment", "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ["--labels-file", "--template", "--multi-scale", "--flip", "--max-side", "--max-pixels",
-                   "--batch-size", "--precision", "--device", "--overwrite", "--skip-existing", "examples:",
-                   "exit status"]:
+    for option in [
+        "--labels-file",
+        "--template",
+        "--multi-scale",
+        "--flip",
+        "--max-side",
+        "--max-pixels",
+        "--batch-size",
+        "--precision",
+        "--device",
+        "--overwrite",
+        "--skip-existing",
+        "examples:",
+        "exit status",
+    ]:
         assert option in text, option
     with pytest.raises(SystemExit) as info:
         main(["--version"])
@@ -276,8 +384,20 @@ def test_out_of_memory_retries_one_by_one_then_skips(images, tiny_weights, tmp_p
         return original(self, imgs, labels, **kw)
 
     monkeypatch.setattr(LSegPredictor, "predict", predict)
-    code, out, err = run_cli(capsys, "segment", images / "a.png", images / "rot.jpg", "--labels", "a,b",
-                             "--weights", tiny_weights, "--out", tmp_path, "--batch-size", "2")
+    code, out, err = run_cli(
+        capsys,
+        "segment",
+        images / "a.png",
+        images / "rot.jpg",
+        "--labels",
+        "a,b",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path,
+        "--batch-size",
+        "2",
+    )
     assert code == 1
     assert "rot.jpg: out of memory for 40x70" in err and "--max-side" in err and "Traceback" not in err
     assert (tmp_path / "a.mask.png").exists() and not (tmp_path / "rot.mask.png").exists()
@@ -287,8 +407,16 @@ def test_out_of_memory_retries_one_by_one_then_skips(images, tiny_weights, tmp_p
 def test_compile_exact_gives_the_eager_masks(images, tiny_weights, tmp_path, capsys, eager_compile):
     """--compile exact: the image network goes through torch.compile (the command asks for inductor;
     the test runs dynamo's eager backend) and the masks equal the eager run's."""
-    common = ["segment", images / "a.png", images / "sub", "--labels", LABELS, "--weights", tiny_weights,
-              "--no-overlay"]
+    common = [
+        "segment",
+        images / "a.png",
+        images / "sub",
+        "--labels",
+        LABELS,
+        "--weights",
+        tiny_weights,
+        "--no-overlay",
+    ]
     code, _, err = run_cli(capsys, *common, "--out", tmp_path / "eager")
     assert code == 0, err
     code, _, err = run_cli(capsys, *common, "--out", tmp_path / "compiled", "--compile", "exact")
@@ -306,8 +434,21 @@ def test_official_numerics_option(images, tiny_weights, tiny_model, tmp_path, ca
     """--numerics official: the logits of the model in official numerics (fp32 image network), recorded."""
     import copy
 
-    code, _, err = run_cli(capsys, "segment", images / "a.png", "--labels", "a,b,c,d", "--weights", tiny_weights,
-                           "--out", tmp_path, "--numerics", "official", "--save-logits", "--no-overlay")
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        images / "a.png",
+        "--labels",
+        "a,b,c,d",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path,
+        "--numerics",
+        "official",
+        "--save-logits",
+        "--no-overlay",
+    )
     assert code == 0, err
     model = copy.deepcopy(tiny_model)
     model.set_numerics("official")
@@ -318,6 +459,19 @@ def test_official_numerics_option(images, tiny_weights, tiny_model, tmp_path, ca
     assert np.allclose(logits, expected.numpy(), atol=2e-3)  # a float16 file
     record = json.loads((tmp_path / "a.json").read_text())["preprocessing"]
     assert record["numerics"] == "official" and record["precision"] == "fp32"
-    code, _, err = run_cli(capsys, "segment", images / "a.png", "--labels", "a,b", "--weights", tiny_weights,
-                           "--out", tmp_path / "x", "--numerics", "official", "--precision", "bf16")
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        images / "a.png",
+        "--labels",
+        "a,b",
+        "--weights",
+        tiny_weights,
+        "--out",
+        tmp_path / "x",
+        "--numerics",
+        "official",
+        "--precision",
+        "bf16",
+    )
     assert code == 2 and "--numerics official" in err and "Traceback" not in err

@@ -82,9 +82,9 @@ def test_generic_reader_and_its_errors(tmp_path):
 def _halves(h, w):
     """Left half black / class 0, right half white / class 1."""
     img = np.zeros((h, w, 3), np.uint8)
-    img[:, w // 2:] = 255
+    img[:, w // 2 :] = 255
     mask = np.zeros((h, w), np.int64)
-    mask[:, w // 2:] = 1
+    mask[:, w // 2 :] = 1
     return Image.fromarray(img), mask
 
 
@@ -202,7 +202,9 @@ class _Tiny:
     def __getitem__(self, i):
         from langseg.data import SegmentationSample
 
-        return SegmentationSample(Image.new("RGB", self.size, (i, 0, 0)), np.full(self.size[::-1], i % 2), f"s{i}")
+        return SegmentationSample(
+            Image.new("RGB", self.size, (i, 0, 0)), np.full(self.size[::-1], i % 2), f"s{i}"
+        )
 
 
 def test_union_label_space():
@@ -238,16 +240,23 @@ def test_sampler_shards_ranks_evenly():
     assert len(plans[0]) == len(plans[1]) == len(ranks[0]) == 4  # 7 batches padded to 8
     keys = [(s, i) for p in plans for b in p for s, i, _ in b]
     assert set(keys) == {(0, i) for i in range(9)} | {(1, i) for i in range(4)}
-    val = [GroupedBatchSampler([5, 1], 4, shuffle=False, rank=r, world_size=2, shard_samples=True) for r in range(2)]
+    val = [
+        GroupedBatchSampler([5, 1], 4, shuffle=False, rank=r, world_size=2, shard_samples=True)
+        for r in range(2)
+    ]
     plans = [list(v) for v in val]
-    assert [len(v) for v in val] == [len(p) for p in plans] == [2, 1]  # one batch of 4 would leave rank 1 idle
+    assert (
+        [len(v) for v in val] == [len(p) for p in plans] == [2, 1]
+    )  # one batch of 4 would leave rank 1 idle
     keys = sorted((s, i) for p in plans for b in p for s, i, _ in b)
     assert keys == [(0, i) for i in range(5)] + [(1, 0)]  # every sample exactly once, no padding
 
 
 def test_loader_resumes_mid_epoch():
-    data = TrainingSet([make_source("t", _Tiny(10, ["a", "b"]))], lambda img, m: (torch.tensor(np.asarray(img)[0, 0, 0]),
-                                                                              torch.from_numpy(m)))
+    data = TrainingSet(
+        [make_source("t", _Tiny(10, ["a", "b"]))],
+        lambda img, m: (torch.tensor(np.asarray(img)[0, 0, 0]), torch.from_numpy(m)),
+    )
     loader = ResumableLoader(data, GroupedBatchSampler([10], 2, seed=0))
     loader.batch_sampler.set_epoch(2)
     it = iter(loader)

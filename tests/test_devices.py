@@ -44,8 +44,10 @@ def _on_cuda(t: torch.Tensor, shape: tuple[int, ...]) -> None:
 @pytest.mark.parametrize("protocol", ["single", "flip", "multi-scale", "sliding-window"])
 def test_predictor_protocols_stay_on_the_device(fake_cuda, protocol):
     model = fake_cuda.eval()
-    ms = {"multi-scale": MultiScaleConfig(scales=(0.75, 1.0), base_size=96, crop_size=64, batch_size=2),
-          "sliding-window": MultiScaleConfig.sliding_window(64, flip=True, batch_size=3)}.get(protocol)
+    ms = {
+        "multi-scale": MultiScaleConfig(scales=(0.75, 1.0), base_size=96, crop_size=64, batch_size=2),
+        "sliding-window": MultiScaleConfig.sliding_window(64, flip=True, batch_size=3),
+    }.get(protocol)
     predictor = LSegPredictor(model, multi_scale=ms, flip=protocol == "flip")  # on the model's device
     assert predictor.device.type == "cuda" and predictor.precision in ("bf16", "fp16")  # "auto" on CUDA
     image = (np.random.default_rng(0).random((70, 100, 3)) * 255).astype(np.uint8)

@@ -33,7 +33,9 @@ def make_generic(root: Path, sizes=SIZES, labels=LABELS, seed: int = 0) -> Path:
     (root / "masks" / "val").mkdir(parents=True)
     (root / "labels.txt").write_text("\n".join(labels) + "\n")
     for i, (h, w) in enumerate(sizes):
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / "val" / f"im{i}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            root / "images" / "val" / f"im{i}.png"
+        )
         mask = rng.integers(0, 3, (h, w)).astype(np.uint8)
         mask[rng.random((h, w)) < 0.15] = 255
         Image.fromarray(mask, "L").save(root / "masks" / "val" / f"im{i}.png")
@@ -83,6 +85,7 @@ def _pad(x: torch.Tensor, h: int, w: int, value: torch.Tensor) -> torch.Tensor:
 
 def slow_multi_scale(net, image: torch.Tensor, value: torch.Tensor, cfg: MultiScaleConfig) -> torch.Tensor:
     """Spec 6.2 written out one window at a time, straight from the text."""
+
     def infer(x):  # module_inference: net(x) + flip(net(flip(x)))
         out = net(x)
         return out + net(x.flip(-1)).flip(-1) if cfg.flip else out
@@ -120,7 +123,10 @@ def slow_multi_scale(net, image: torch.Tensor, value: torch.Tensor, cfg: MultiSc
 def _normalized(path: Path, model) -> torch.Tensor:
     arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
     x = torch.from_numpy(arr).permute(2, 0, 1)[None]
-    mean, std = torch.tensor(model.config.mean).view(1, 3, 1, 1), torch.tensor(model.config.std).view(1, 3, 1, 1)
+    mean, std = (
+        torch.tensor(model.config.mean).view(1, 3, 1, 1),
+        torch.tensor(model.config.std).view(1, 3, 1, 1),
+    )
     return (x - mean) / std
 
 
@@ -190,13 +196,20 @@ def test_sliding_window_is_the_evaluator_at_native_size_in_bounded_batches(tiny_
     assert torch.allclose(fast, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"scales": ()}, "scales"), ({"crop_size": 100}, "multiple of 32"), ({"stride_rate": 0}, "stride_rate"),
-    ({"batch_size": 0}, "batch_size"), ({"base_size": 0}, "base_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scales": ()}, "scales"),
+        ({"crop_size": 100}, "multiple of 32"),
+        ({"stride_rate": 0}, "stride_rate"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"base_size": 0}, "base_size"),
+    ],
+)
 def test_multi_scale_config_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MultiScaleConfig(**kwargs)
+
 
 def test_eval_result_metrics_nulls_and_unique_keys():
     conf = torch.tensor([[2, 0, 0], [1, 1, 0], [0, 0, 0]])
@@ -215,15 +228,30 @@ def _run(*argv: str) -> int:
 
 def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root, tmp_path, capsys):
     out = tmp_path / "res.json"
-    assert _run("--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights),
-                "--out", str(out)) == 0
+    assert (
+        _run(
+            "--dataset",
+            "generic",
+            "--data-root",
+            str(generic_root),
+            "--weights",
+            str(tiny_weights),
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "pixAcc" in printed and "mIoU" in printed and "wrote" in printed
     data = json.loads(out.read_text())
-    expected = evaluate(LSegPredictor(tiny_model, device="cpu"), GenericSegmentation(generic_root), progress=False)
+    expected = evaluate(
+        LSegPredictor(tiny_model, device="cpu"), GenericSegmentation(generic_root), progress=False
+    )
     assert data["confusion_matrix"] == expected.confusion.tolist()
     metrics = expected.metrics()
-    assert data["pixAcc"] == pytest.approx(metrics["pixAcc"]) and data["mIoU"] == pytest.approx(metrics["mIoU"])
+    assert data["pixAcc"] == pytest.approx(metrics["pixAcc"]) and data["mIoU"] == pytest.approx(
+        metrics["mIoU"]
+    )
     conf = np.array(data["confusion_matrix"])
     for k, (name, iou) in enumerate(data["per_class_iou"].items()):  # null exactly for zero-union classes
         assert (iou is None) == (conf[k].sum() + conf[:, k].sum() == 0), name
@@ -235,10 +263,20 @@ def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root,
     env = data["environment"]
     assert env["torch_version"] == torch.__version__ and env["device"] == "cpu" and env["langseg_version"]
     # an existing file is not overwritten without --overwrite
-    assert _run("--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights),
-                "--out", str(out)) == 2
+    assert (
+        _run(
+            "--dataset",
+            "generic",
+            "--data-root",
+            str(generic_root),
+            "--weights",
+            str(tiny_weights),
+            "--out",
+            str(out),
+        )
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
-
 
 
 def test_cli_compile_exact_scores_what_eager_scores(tiny_weights, generic_root, tmp_path, eager_compile):
@@ -252,6 +290,7 @@ def test_cli_compile_exact_scores_what_eager_scores(tiny_weights, generic_root, 
         a, b = json.loads(eager.read_text()), json.loads(compiled.read_text())
         assert a["confusion_matrix"] == b["confusion_matrix"] and b["images"] == len(SIZES)
     assert eager_compile == ["inductor", "inductor"]
+
 
 def test_cli_limit_and_resume(tiny_weights, generic_root, tmp_path, monkeypatch, capsys):
     common = ["--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights)]
@@ -296,7 +335,8 @@ def make_ade20k(root: Path, n: int = 3, seed: int = 0) -> Path:
     for i in range(n):
         h, w = 36 + 8 * i, 52
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-            base / "images" / "validation" / f"ADE_val_{i:08d}.jpg")
+            base / "images" / "validation" / f"ADE_val_{i:08d}.jpg"
+        )
         raw = rng.integers(0, 151, (h, w)).astype(np.uint8)  # 0 = unlabeled
         Image.fromarray(raw, "L").save(base / "annotations" / "validation" / f"ADE_val_{i:08d}.png")
     return root
@@ -305,24 +345,55 @@ def make_ade20k(root: Path, n: int = 3, seed: int = 0) -> Path:
 def test_cli_ade20k_layout_ignores_unlabeled(tiny_weights, tmp_path):
     root = make_ade20k(tmp_path / "ade")
     out = tmp_path / "ade.json"
-    assert _run("--dataset", "ade20k", "--data-root", str(root), "--weights", str(tiny_weights),
-                "--out", str(out), "--limit", "2") == 0
+    assert (
+        _run(
+            "--dataset",
+            "ade20k",
+            "--data-root",
+            str(root),
+            "--weights",
+            str(tiny_weights),
+            "--out",
+            str(out),
+            "--limit",
+            "2",
+        )
+        == 0
+    )
     data = json.loads(out.read_text())
     assert data["dataset"]["num_classes"] == 150 and len(data["per_class_iou"]) == 150
     assert "screen (130)" in data["per_class_iou"]  # the official list names "screen" twice
-    labeled = sum(int((np.asarray(Image.open(p)) > 0).sum()) for p in sorted(
-        (root / "ADEChallengeData2016" / "annotations" / "validation").iterdir())[:2])
+    labeled = sum(
+        int((np.asarray(Image.open(p)) > 0).sum())
+        for p in sorted((root / "ADEChallengeData2016" / "annotations" / "validation").iterdir())[:2]
+    )
     assert np.array(data["confusion_matrix"]).sum() == labeled
     assert ADE20K(root).labels[0] == "wall"
 
 
 def test_cli_errors_name_the_problem(tiny_weights, generic_root, tmp_path, capsys):
-    assert _run("--dataset", "generic", "--data-root", str(tmp_path / "nope"), "--weights", str(tiny_weights)) == 2
+    assert (
+        _run("--dataset", "generic", "--data-root", str(tmp_path / "nope"), "--weights", str(tiny_weights))
+        == 2
+    )
     assert "nope" in capsys.readouterr().err
     bad = tmp_path / "labels.txt"
     bad.write_text("cat\ndog\n")
-    assert _run("--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights),
-                "--labels-file", str(bad), "--out", str(tmp_path / "x.json")) == 2
+    assert (
+        _run(
+            "--dataset",
+            "generic",
+            "--data-root",
+            str(generic_root),
+            "--weights",
+            str(tiny_weights),
+            "--labels-file",
+            str(bad),
+            "--out",
+            str(tmp_path / "x.json"),
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "labels.txt" in err and "4 classes" in err
     assert _run("--dataset", "generic", "--data-root", str(generic_root)) == 2
@@ -342,27 +413,75 @@ def test_eval_scores_exactly_the_masks_langseg_segment_writes(tiny_weights, gene
     images = generic_root / "images" / "val"
     for extra in ([], ["--multi-scale", "--scales", "0.5,0.75"]):
         seg_out, out = tmp_path / f"seg{len(extra)}", tmp_path / f"eval{len(extra)}.json"
-        assert main(["segment", str(images), "--labels-file", str(generic_root / "labels.txt"), "--weights",
-                     str(tiny_weights), "--out", str(seg_out), "--max-side", "0", "--device", "cpu",
-                     "--no-overlay", *extra]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(images),
+                    "--labels-file",
+                    str(generic_root / "labels.txt"),
+                    "--weights",
+                    str(tiny_weights),
+                    "--out",
+                    str(seg_out),
+                    "--max-side",
+                    "0",
+                    "--device",
+                    "cpu",
+                    "--no-overlay",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         expected = np.zeros((4, 4), dtype=np.int64)
         for img in sorted(images.iterdir()):
             pred = np.asarray(Image.open(seg_out / f"{img.stem}.mask.png")).astype(np.int64)
             mask = np.asarray(Image.open(generic_root / "masks" / "val" / img.name)).astype(np.int64)
             expected += brute_confusion(pred, mask, 4)
-        assert _run("--dataset", "generic", "--data-root", str(generic_root), "--weights", str(tiny_weights),
-                    "--out", str(out), *extra) == 0
+        assert (
+            _run(
+                "--dataset",
+                "generic",
+                "--data-root",
+                str(generic_root),
+                "--weights",
+                str(tiny_weights),
+                "--out",
+                str(out),
+                *extra,
+            )
+            == 0
+        )
         data = json.loads(out.read_text())
         assert data["confusion_matrix"] == expected.tolist()
         if extra:
-            assert data["protocol"]["multi_scale"]["scales"] == [0.5, 0.75] and data["protocol"]["flip"] is True
+            assert (
+                data["protocol"]["multi_scale"]["scales"] == [0.5, 0.75] and data["protocol"]["flip"] is True
+            )
 
 
 def test_unreadable_image_in_a_loader_worker_is_a_clear_error(tiny_weights, tmp_path, capsys):
     root = make_generic(tmp_path / "data", sizes=((32, 32), (32, 32)))
     (root / "images" / "val" / "im1.png").write_bytes(b"not a png")
-    code = main(["eval", "--dataset", "generic", "--data-root", str(root), "--weights", str(tiny_weights),
-                 "--out", str(tmp_path / "x.json"), "--workers", "1", "--no-progress", "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "generic",
+            "--data-root",
+            str(root),
+            "--weights",
+            str(tiny_weights),
+            "--out",
+            str(tmp_path / "x.json"),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "im1.png" in err and "Traceback" not in err
 
@@ -379,5 +498,7 @@ def test_cli_official_numerics(tiny_model, tiny_weights, generic_root, tmp_path,
     data = json.loads(out.read_text())
     assert data["confusion_matrix"] == expected.confusion.tolist()
     assert data["protocol"]["numerics"] == "official"
-    assert _run(*common, "--out", str(tmp_path / "x.json"), "--numerics", "official", "--precision", "bf16") == 2
+    assert (
+        _run(*common, "--out", str(tmp_path / "x.json"), "--numerics", "official", "--precision", "bf16") == 2
+    )
     assert "--numerics official" in capsys.readouterr().err

@@ -23,8 +23,13 @@ def _run_both(weights: Path, generic_root: Path, fss_root: Path) -> dict[str, to
     model = langseg.load_model(weights, device="cpu")
     fixed = evaluate(LSegPredictor(model, device="cpu"), GenericSegmentation(generic_root), progress=False)
     zs = evaluate_zeroshot(model, fss1000(fss_root), batch_size=2, image_size=64, progress=False)
-    return {"confusion": fixed.confusion, "images": torch.tensor(fixed.images), "inter": zs.meter.inter,
-            "union": zs.meter.union, "episodes": torch.tensor(zs.meter.episodes)}
+    return {
+        "confusion": fixed.confusion,
+        "images": torch.tensor(fixed.images),
+        "inter": zs.meter.inter,
+        "union": zs.meter.union,
+        "episodes": torch.tensor(zs.meter.episodes),
+    }
 
 
 def _worker(rank: int, init_file: str, weights: Path, generic_root: Path, fss_root: Path, out: Path) -> None:
@@ -46,8 +51,13 @@ def test_two_process_reduction_equals_single_process(tiny_weights, tmp_path):
     fss_root = make_fss(tmp_path / "fss")
     single = _run_both(tiny_weights, generic_root, fss_root)
     # fork: the children reuse this process's imports (spawn would re-import torch and open_clip twice)
-    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), tiny_weights, generic_root, fss_root, tmp_path),
-                       nprocs=WORLD, join=True, start_method="fork")
+    mp.start_processes(
+        _worker,
+        args=(str(tmp_path / "rendezvous"), tiny_weights, generic_root, fss_root, tmp_path),
+        nprocs=WORLD,
+        join=True,
+        start_method="fork",
+    )
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert got["sum_of_ranks"].item() == 3

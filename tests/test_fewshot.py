@@ -85,7 +85,12 @@ def test_fold_classes_and_label_files():
     assert fold_classes("coco", 1) == list(range(1, 80, 4)) and len(fold_classes("coco", 3)) == 20
     assert fold_classes("fss") == list(range(760, 1000))
     pascal, coco = label_names("pascal"), label_names("coco")
-    assert len(pascal) == 20 and pascal[0] == "aeroplane" and pascal[10] == "diningtable" and pascal[19] == "tvmonitor"
+    assert (
+        len(pascal) == 20
+        and pascal[0] == "aeroplane"
+        and pascal[10] == "diningtable"
+        and pascal[19] == "tvmonitor"
+    )
     assert len(coco) == 80 and coco[:5] == ["person", "bicycle", "car", "motorbike", "aeroplane"]
     assert coco[9] == "trafficlight" and coco[79] == "toothbrush" and not any(" " in n for n in coco)
     with pytest.raises(ValueError, match="fold"):
@@ -131,7 +136,9 @@ def test_pascal_targets_and_boundary(tmp_path):
         assert np.array_equal(target.numpy(), (up == cls + 1).astype(np.int64))
         assert np.array_equal(ignore.numpy(), up == 255)
         img = Image.open(ep.image).convert("RGB").resize((64, 64), Image.BILINEAR)
-        ref = (np.asarray(img, dtype=np.float32) / 255 - np.array(mean, np.float32)) / np.array(std, np.float32)
+        ref = (np.asarray(img, dtype=np.float32) / 255 - np.array(mean, np.float32)) / np.array(
+            std, np.float32
+        )
         assert x.shape == (3, 64, 64)
         assert np.allclose(x.permute(1, 2, 0).numpy(), ref, atol=1e-6)
 
@@ -163,7 +170,9 @@ def test_coco_episodes_follow_the_seeded_official_sequence(tmp_path):
     assert coco20i(root, 0).episodes == bench.episodes  # two runs, same episodes
     assert coco20i(root, 0, seed=1).episodes != bench.episodes
     ep = bench.episodes[0]
-    assert ep.mask == root / "COCO2014" / "annotations" / ep.image.relative_to(root / "COCO2014").with_suffix(".png")
+    assert ep.mask == root / "COCO2014" / "annotations" / ep.image.relative_to(root / "COCO2014").with_suffix(
+        ".png"
+    )
     _, target, ignore, cls = EpisodeDataset(bench, (0.5,) * 3, (0.5,) * 3, size=48)[0]
     raw = np.asarray(Image.open(ep.mask)).astype(np.int64)[np.arange(48) // 2][:, (np.arange(48) * 40) // 48]
     assert np.array_equal(target.numpy(), (raw == cls + 1).astype(np.int64)) and not ignore.any()
@@ -185,7 +194,11 @@ def test_fss_episodes_classes_and_threshold(tmp_path):
     bench = fss1000(root)
     assert bench.class_ids == [760, 761, 762]
     assert bench.class_names == {760: "cat_a", 761: "cat_b", 762: "cat_c"}
-    assert [(ep.class_id, ep.image.name) for ep in bench.episodes[:3]] == [(760, "1.jpg"), (760, "10.jpg"), (760, "2.jpg")]
+    assert [(ep.class_id, ep.image.name) for ep in bench.episodes[:3]] == [
+        (760, "1.jpg"),
+        (760, "10.jpg"),
+        (760, "2.jpg"),
+    ]
     assert len(bench.episodes) == 9 and bench.num_classes == 763
     _, target, _, _ = EpisodeDataset(bench, (0.5,) * 3, (0.5,) * 3, size=56)[1]
     gray = np.asarray(Image.open(bench.episodes[1].mask)).astype(np.int64)
@@ -234,15 +247,38 @@ def test_cli_zeroshot_is_reproducible_and_records_provenance(tiny_weights, tmp_p
     root = make_pascal(tmp_path / "data")
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for out in (a, b):
-        assert _zs("--dataset", "pascal", "--fold", "0", "--data-root", str(root), "--weights", str(tiny_weights),
-                   "--episodes", "6", "--batch-size", "3", "--out", str(out)) == 0
+        assert (
+            _zs(
+                "--dataset",
+                "pascal",
+                "--fold",
+                "0",
+                "--data-root",
+                str(root),
+                "--weights",
+                str(tiny_weights),
+                "--episodes",
+                "6",
+                "--batch-size",
+                "3",
+                "--out",
+                str(out),
+            )
+            == 0
+        )
     printed = capsys.readouterr().out
     assert "fold 0, 0-shot ==> mIoU" in printed and "FB-IoU" in printed
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
-    assert ra["mIoU"] == rb["mIoU"] and ra["FB-IoU"] == rb["FB-IoU"] and ra["per_class_iou"] == rb["per_class_iou"]
+    assert (
+        ra["mIoU"] == rb["mIoU"]
+        and ra["FB-IoU"] == rb["FB-IoU"]
+        and ra["per_class_iou"] == rb["per_class_iou"]
+    )
     assert ra["episodes"] == 6 and ra["fold"] == 0 and ra["dataset"]["name"] == "pascal"
     assert ra["test_classes"] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
-    assert ra["weights_sha256"] == hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
+    assert (
+        ra["weights_sha256"] == hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
+    )
     assert ra["environment"]["torch_version"] == torch.__version__
     assert 0 <= ra["mIoU"] <= 100 and 0 <= ra["FB-IoU"] <= 100
 
@@ -250,8 +286,23 @@ def test_cli_zeroshot_is_reproducible_and_records_provenance(tiny_weights, tmp_p
 def test_cli_all_folds_table(tiny_weights, tmp_path, capsys):
     root = make_pascal(tmp_path / "data")
     out = tmp_path / "all.json"
-    assert _zs("--dataset", "pascal", "--folds", "all", "--data-root", str(root), "--weights", str(tiny_weights),
-               "--episodes", "2", "--out", str(out)) == 0
+    assert (
+        _zs(
+            "--dataset",
+            "pascal",
+            "--folds",
+            "all",
+            "--data-root",
+            str(root),
+            "--weights",
+            str(tiny_weights),
+            "--episodes",
+            "2",
+            "--out",
+            str(out),
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "mean" in printed
     data = json.loads(out.read_text())
@@ -264,8 +315,19 @@ def test_cli_zeroshot_errors(tiny_weights, tmp_path, capsys):
     root = make_pascal(tmp_path / "data")
     assert _zs("--dataset", "coco", "--data-root", str(root), "--weights", str(tiny_weights)) == 2
     assert "COCO2014" in capsys.readouterr().err
-    assert _zs("--dataset", "pascal", "--data-root", str(root), "--weights", str(tiny_weights),
-               "--splits-dir", str(tmp_path / "none")) == 2
+    assert (
+        _zs(
+            "--dataset",
+            "pascal",
+            "--data-root",
+            str(root),
+            "--weights",
+            str(tiny_weights),
+            "--splits-dir",
+            str(tmp_path / "none"),
+        )
+        == 2
+    )
     assert "HSNet" in capsys.readouterr().err
     assert _zs("--dataset", "fss", "--fold", "2", "--data-root", str(root)) == 2
     assert "single test split" in capsys.readouterr().err

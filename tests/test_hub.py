@@ -68,7 +68,9 @@ def server():
 def official_bytes(tiny_model, tmp_path_factory) -> bytes:
     """A synthesized official-layout checkpoint (tiny network) as bytes."""
     path = tmp_path_factory.mktemp("srv") / "tiny_official.ckpt"
-    torch.save({"epoch": 1, "global_step": 1, "state_dict": langseg_to_official(tiny_model.state_dict())}, path)
+    torch.save(
+        {"epoch": 1, "global_step": 1, "state_dict": langseg_to_official(tiny_model.state_dict())}, path
+    )
     return path.read_bytes()
 
 
@@ -77,9 +79,15 @@ def _entry(server, data: bytes | None, sha256: str | None = "auto") -> dict[str,
         server.files["/tiny.ckpt"] = data
     port = server.server_address[1]
     digest = hashlib.sha256(data).hexdigest() if (sha256 == "auto" and data is not None) else sha256
-    entry = WeightsEntry("tiny-test", "tiny.ckpt", f"http://127.0.0.1:{port}/tiny.ckpt",
-                         "https://example.invalid/page", "test weights", sha256=digest,
-                         overrides={"labels": ("cat", "dog")})
+    entry = WeightsEntry(
+        "tiny-test",
+        "tiny.ckpt",
+        f"http://127.0.0.1:{port}/tiny.ckpt",
+        "https://example.invalid/page",
+        "test weights",
+        sha256=digest,
+        overrides={"labels": ("cat", "dog")},
+    )
     return {entry.name: entry}
 
 
@@ -119,12 +127,19 @@ def test_checksum_mismatch_is_refused(server, official_bytes, tmp_path):
 
 
 def test_offline_fails_fast_with_instructions(tmp_path):
-    entry = WeightsEntry("tiny-test", "tiny.ckpt", "http://127.0.0.1:9/tiny.ckpt", "https://example.invalid/page",
-                         "test weights")
+    entry = WeightsEntry(
+        "tiny-test",
+        "tiny.ckpt",
+        "http://127.0.0.1:9/tiny.ckpt",
+        "https://example.invalid/page",
+        "test weights",
+    )
     with pytest.raises(DownloadError) as e:
         fetch("tiny-test", registry={"tiny-test": entry}, cache=tmp_path, progress=False)
     msg = str(e.value)
-    assert "tiny.ckpt" in msg and str(tmp_path / "downloads" / "tiny.ckpt") in msg and "example.invalid" in msg
+    assert (
+        "tiny.ckpt" in msg and str(tmp_path / "downloads" / "tiny.ckpt") in msg and "example.invalid" in msg
+    )
 
 
 def test_manually_placed_file_is_used(server, official_bytes, tmp_path):

@@ -22,11 +22,14 @@ def _png(path: Path, width: int, height: int, bit_depth: int, color_type: int, r
     """A PNG written by hand (for 16-bit RGB and for headers that lie about the size)."""
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -98,7 +101,12 @@ def test_bad_files_are_named(tmp_path):
     Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "ok.jpg")
     data = (tmp_path / "ok.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
-    cases = {"empty.png": "empty", "notes.jpg": "not an image", "cut.jpg": "truncated", "missing.png": "no such"}
+    cases = {
+        "empty.png": "empty",
+        "notes.jpg": "not an image",
+        "cut.jpg": "truncated",
+        "missing.png": "no such",
+    }
     for name, words in cases.items():
         with pytest.raises(ImageError, match=words) as info:
             load_image(tmp_path / name)
@@ -108,12 +116,16 @@ def test_bad_files_are_named(tmp_path):
 
 def test_size_limits_and_decompression_bombs(tmp_path):
     Image.new("RGB", (200, 100)).save(tmp_path / "big.png")
-    with pytest.raises(ImageError, match=r"200x100 = 20,000 pixels is above the limit of 10,000.*--max-pixels"):
+    with pytest.raises(
+        ImageError, match=r"200x100 = 20,000 pixels is above the limit of 10,000.*--max-pixels"
+    ):
         load_image(tmp_path / "big.png", max_pixels=10_000)
     assert load_image(tmp_path / "big.png", max_pixels=None).size == (200, 100)
     bomb = _png(tmp_path / "bomb.png", 100_000, 100_000, 8, 0, b"")  # 30 bytes claiming 10^10 pixels
     for limit in (None, 10**11):  # Pillow's own guard refuses before decoding, with our message
-        with pytest.raises(ImageError, match="bomb.png: refused as a possible decompression bomb.*--max-pixels"):
+        with pytest.raises(
+            ImageError, match="bomb.png: refused as a possible decompression bomb.*--max-pixels"
+        ):
             load_image(bomb, max_pixels=limit)
     with pytest.raises(ImageError, match="above the limit"):
         to_rgb_array(Image.new("RGB", (200, 100)), max_pixels=10)
@@ -126,12 +138,24 @@ def test_expand_inputs_folders_globs_and_notes(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "empty").mkdir()
     items, notes = expand_inputs(
-        [tmp_path / "a", str(tmp_path / "b" / "*.png"), tmp_path / "a" / "x.png", tmp_path / "empty",
-         str(tmp_path / "none*.png"), tmp_path, tmp_path / "gone.png"],
+        [
+            tmp_path / "a",
+            str(tmp_path / "b" / "*.png"),
+            tmp_path / "a" / "x.png",
+            tmp_path / "empty",
+            str(tmp_path / "none*.png"),
+            tmp_path,
+            tmp_path / "gone.png",
+        ],
         exclude=tmp_path / "out",
     )
     got = [(i.path.relative_to(tmp_path).as_posix(), i.rel.as_posix()) for i in items]
-    assert got == [("a/sub/y.JPG", "sub/y.JPG"), ("a/x.png", "x.png"), ("b/x.png", "x.png"), ("gone.png", "gone.png")]
+    assert got == [
+        ("a/sub/y.JPG", "sub/y.JPG"),
+        ("a/x.png", "x.png"),
+        ("b/x.png", "x.png"),
+        ("gone.png", "gone.png"),
+    ]
     assert len(notes) == 2 and "empty" in notes[0] and "none*.png" in notes[1]  # named, not silent
 
 
@@ -139,8 +163,15 @@ def test_output_stems_are_distinct_and_stable():
     def item(rel: str, root: str) -> InputImage:
         return InputImage(Path("/x") / root / rel, PurePath(rel), root)
 
-    items = [item("cat.jpg", "a"), item("cat.png", "a"), item("dog.png", "a"), item("dog.png", "b"),
-             item("sub/cat.jpg", "a"), item("Cow.png", "a"), item("cow.PNG", "c")]
+    items = [
+        item("cat.jpg", "a"),
+        item("cat.png", "a"),
+        item("dog.png", "a"),
+        item("dog.png", "b"),
+        item("sub/cat.jpg", "a"),
+        item("Cow.png", "a"),
+        item("cow.PNG", "c"),
+    ]
     stems = [s.as_posix() for s in output_stems(items)]
     assert stems == ["cat_jpg", "cat_png", "a/dog", "b/dog", "sub/cat", "a/Cow", "c/cow"]
     assert stems == [s.as_posix() for s in output_stems(items)]
@@ -188,8 +219,14 @@ def test_iter_decoded_keeps_order_and_reports_errors(tmp_path):
 # ------------------------------------------------------------------------------ labels
 def test_label_checks(tmp_path):
     assert parse_labels("cat;kitten, grass ,other") == [("cat", "kitten"), ("grass",), ("other",)]
-    for bad, words in [("", "empty"), (" , ", "empty"), ("cat,,dog", "empty label"), ("cat;", "empty synonym"),
-                       ("cat,Cat", "twice"), ("cat;dog,dog", "twice")]:
+    for bad, words in [
+        ("", "empty"),
+        (" , ", "empty"),
+        ("cat,,dog", "empty label"),
+        ("cat;", "empty synonym"),
+        ("cat,Cat", "twice"),
+        ("cat;dog,dog", "twice"),
+    ]:
         with pytest.raises(LabelError, match=words):
             parse_labels(bad)
     (tmp_path / "l.txt").write_text("# classes\ncat;kitten\n\ncoffee table, cocktail table\n")

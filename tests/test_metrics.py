@@ -109,8 +109,9 @@ def test_accumulated_over_images_matches_references():
     # a batch (B, H, W) gives the same counts as image by image
     pred = rng.integers(0, k, size=(3, 4, 5))
     target = rng.integers(0, k, size=(3, 4, 5))
-    assert torch.equal(confusion_matrix(pred, target, k),
-                       sum(confusion_matrix(p, t, k) for p, t in zip(pred, target)))
+    assert torch.equal(
+        confusion_matrix(pred, target, k), sum(confusion_matrix(p, t, k) for p, t in zip(pred, target))
+    )
 
 
 def test_fewshot_meter_by_hand():

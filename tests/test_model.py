@@ -60,7 +60,6 @@ def test_text_embeddings_are_cached_per_label_list(tiny_model, monkeypatch):
     torch.testing.assert_close(a.norm(dim=-1), torch.ones(2))
 
 
-
 def test_text_cache_is_safe_across_threads_and_survives_pickling(tiny_model):
     """Server threads share one model: concurrent lookups, inserts and evictions never fail, and a
     pickled or deep-copied model (DDP spawn) starts with its own empty cache and lock."""
@@ -81,6 +80,7 @@ def test_text_cache_is_safe_across_threads_and_survives_pickling(tiny_model):
         assert len(clone._text_cache) == 0 and clone._text_lock is not tiny_model._text_lock
         torch.testing.assert_close(clone.encode_text(lists[0]), expected[0])
     assert len(tiny_model._text_cache) > 0  # the original keeps its entries
+
 
 def test_synonyms_and_templates_average_normalized_prompts(tiny_model):
     tiny_model.clear_text_cache()
@@ -167,7 +167,9 @@ def test_spatial_blocks(arch_option):
 
 
 def test_resnet_trunk_shapes():
-    model = create_model("lseg_zs_rn101", resnet=__import__("langseg").models.ResNetConfig(layers=(1, 1, 1, 1)))
+    model = create_model(
+        "lseg_zs_rn101", resnet=__import__("langseg").models.ResNetConfig(layers=(1, 1, 1, 1))
+    )
     model.eval()
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 96), ["others", "cat"])
@@ -186,7 +188,9 @@ def test_official_numerics_follow_the_fp32_path_within_fp16_rounding(tiny_model)
     labels = ["cat", "dog", "grass"]
     with torch.no_grad():
         ref = model(images, labels)
-        ref_per_image = model(images, torch.stack([model.encode_text(labels), model.encode_text(labels[::-1])]))
+        ref_per_image = model(
+            images, torch.stack([model.encode_text(labels), model.encode_text(labels[::-1])])
+        )
         model.set_numerics("official")
         text = model.encode_text(labels)
         got = model(images, labels)

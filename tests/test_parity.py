@@ -56,7 +56,6 @@ def test_vitl16_logits_match_official(vitl16, case):
     assert fixtures.max_abs_diff(lowres, c["official_logits_lowres_fp16"].float()) < 1e-2
 
 
-
 def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16):
     """set_numerics("official"): the float16 text tower gives the official text features bit for bit,
     and the float16 similarity gives the official logits to within one float16 step."""
@@ -77,10 +76,13 @@ def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16):
             official = c["official_logits_lowres_fp16"].float()
             assert text.dtype == torch.float16
             assert fixtures.max_abs_diff(lowres, official) <= 2**-10, case  # one fp16 step at |logit| < 2
-            upsampled = torch.nn.functional.interpolate(lowres, scale_factor=2, mode="bilinear", align_corners=True)
+            upsampled = torch.nn.functional.interpolate(
+                lowres, scale_factor=2, mode="bilinear", align_corners=True
+            )
             assert torch.allclose(full, upsampled, atol=1e-6)
     finally:
         model.set_numerics("fp32")
+
 
 def test_vitl16_image_branch_and_ade150(vitl16):
     model, fix, fixtures = vitl16
@@ -117,7 +119,9 @@ def test_vitl16_multiscale_matches_official_evaluator(reference, vitl16):
         with torch.no_grad():
             return model(batch, text)
 
-    scores = multi_scale(fn, x, pad_value(model.config.mean, model.config.std), MultiScaleConfig(batch_size=6))
+    scores = multi_scale(
+        fn, x, pad_value(model.config.mean, model.config.std), MultiScaleConfig(batch_size=6)
+    )
     ref = fix["balanced_fp32_scores"]
     assert scores.shape == ref.shape
     assert fixtures.max_abs_diff(scores, ref) < 1e-3  # a sum of 12 runs per scale x 6 scales of +-14 logits

@@ -81,7 +81,10 @@ def test_writer_never_overwrites_without_permission(tmp_path):
 
 
 def test_cli_data_toy(tmp_path, capsys):
-    assert main(["data", "toy", "--out", str(tmp_path / "t"), "--n-train", "2", "--n-val", "1", "--size", "32"]) == 0
+    assert (
+        main(["data", "toy", "--out", str(tmp_path / "t"), "--n-train", "2", "--n-val", "1", "--size", "32"])
+        == 0
+    )
     assert "red circle" in capsys.readouterr().out
     assert len(list((tmp_path / "t" / "masks" / "train").glob("*.png"))) == 2
     assert main(["data", "toy", "--out", str(tmp_path / "t"), "--n-train", "1", "--n-val", "1"]) == 2

@@ -25,9 +25,16 @@ TOY = CONFIGS / "toy.yaml"
 def small_toy(*overrides: str):
     """configs/toy.yaml shrunk to seconds: 64 px scenes, a few steps, no sanity validation."""
     base = [
-        "data.datasets.0.toy.size=64", "data.base_size=64", "data.crop_size=64", "data.batch_size=4",
-        "data.datasets.0.toy.n_train=24", "data.datasets.0.toy.n_val=4", "trainer.num_sanity_val_steps=0",
-        "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "trainer.val_check_interval=null",
+        "data.datasets.0.toy.size=64",
+        "data.base_size=64",
+        "data.crop_size=64",
+        "data.batch_size=4",
+        "data.datasets.0.toy.n_train=24",
+        "data.datasets.0.toy.n_val=4",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.progress_bar=false",
+        "trainer.log_every_n_steps=1",
+        "trainer.val_check_interval=null",
         "trainer.check_val_every_n_epoch=1",
     ]
     return load_config(TOY, base + list(overrides))
@@ -43,7 +50,13 @@ def test_shipped_configs_load(name):
 def test_official_config_holds_the_official_recipe():
     cfg = load_config(CONFIGS / "ade20k_vitl16.yaml")
     o, d, t = cfg.optim, cfg.data, cfg.trainer
-    assert (o.optimizer, o.base_lr, o.momentum, o.weight_decay, o.poly_power) == ("sgd", 0.004, 0.9, 1e-4, 0.9)
+    assert (o.optimizer, o.base_lr, o.momentum, o.weight_decay, o.poly_power) == (
+        "sgd",
+        0.004,
+        0.9,
+        1e-4,
+        0.9,
+    )
     assert (o.decoder_lr_mult, o.lr_reference_batch, o.schedule) == (10.0, 16, "epoch")
     assert (d.base_size, d.crop_size, d.scale_range, d.flip) == (520, 480, (0.5, 2.0), True)
     assert (d.batch_size, t.accumulate_grad_batches, t.max_epochs) == (1, 2, 240)  # train.sh
@@ -69,8 +82,15 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path):
 
 
 def test_overrides_are_typed_and_reach_nested_lists():
-    cfg = load_config(TOY, ["optim.base_lr=0.5", "data.datasets.0.name=shapes", "data.scale_range=[1, 2]",
-                            "model.overrides={features: 48}"])
+    cfg = load_config(
+        TOY,
+        [
+            "optim.base_lr=0.5",
+            "data.datasets.0.name=shapes",
+            "data.scale_range=[1, 2]",
+            "model.overrides={features: 48}",
+        ],
+    )
     assert cfg.optim.base_lr == 0.5 and isinstance(cfg.optim.base_lr, float)
     assert cfg.data.datasets[0].name == "shapes" and cfg.data.scale_range == (1.0, 2.0)
     assert cfg.model.overrides == {"features": 48}
@@ -138,10 +158,18 @@ def test_initial_weights_from_pretrained_parts_or_a_checkpoint(tmp_path, tiny_we
 
     torch.manual_seed(1)
     donor = create_model("lseg_tiny")
-    save_file({k: v.contiguous() for k, v in donor.image_encoder.vit.state_dict().items()}, str(tmp_path / "vit.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in donor.image_encoder.vit.state_dict().items()},
+        str(tmp_path / "vit.safetensors"),
+    )
     torch.save(donor.text_encoder.state_dict(), tmp_path / "clip.pt")
-    model = build_model(ModelSpec(name="lseg_tiny", vit_weights=str(tmp_path / "vit.safetensors"),
-                                  clip_weights=str(tmp_path / "clip.pt")))
+    model = build_model(
+        ModelSpec(
+            name="lseg_tiny",
+            vit_weights=str(tmp_path / "vit.safetensors"),
+            clip_weights=str(tmp_path / "clip.pt"),
+        )
+    )
     for part in ("image_encoder.vit", "text_encoder"):
         mine, theirs = model.get_submodule(part).state_dict(), donor.get_submodule(part).state_dict()
         assert all(torch.equal(mine[k], theirs[k]) for k in theirs), part
@@ -158,13 +186,23 @@ def test_toy_training_learns_to_segment_unseen_scenes(tmp_path):
     """configs/toy.yaml (shortened) on CPU: mIoU >= 0.90 on toy scenes never used in training."""
     from langseg.data.toy import TOY_LABELS, ToyConfig, ToySegmentation
 
-    cfg = load_config(TOY, ["trainer.max_steps=700", "trainer.val_check_interval=350", "trainer.progress_bar=false",
-                            "data.datasets.0.toy.n_val=24", "trainer.num_sanity_val_steps=0"])
+    cfg = load_config(
+        TOY,
+        [
+            "trainer.max_steps=700",
+            "trainer.val_check_interval=350",
+            "trainer.progress_bar=false",
+            "data.datasets.0.toy.n_val=24",
+            "trainer.num_sanity_val_steps=0",
+        ],
+    )
     result = train(cfg, tmp_path / "run")
     assert result.global_step == 700 and result.best is not None and result.last is not None
     model = langseg.load_model(result.last)  # our format, as `langseg segment --weights` reads it
     assert list(model.config.labels) == list(TOY_LABELS)
-    test = ToySegmentation(32, "test", ToyConfig(size=cfg.data.datasets[0].toy.size))  # a split never trained on
+    test = ToySegmentation(
+        32, "test", ToyConfig(size=cfg.data.datasets[0].toy.size)
+    )  # a split never trained on
     predictor = langseg.LSegPredictor(model)
     conf = torch.zeros(len(TOY_LABELS), len(TOY_LABELS), dtype=torch.long)
     for i in range(len(test)):
@@ -213,8 +251,14 @@ def _recorder(stop_at: int | None = None):
 
 def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path):
     # 24 scenes / batch 4 = 6 steps per epoch, 2 epochs, official per-epoch poly schedule, SGD
-    cfg = small_toy("optim.optimizer=sgd", "optim.schedule=epoch", "trainer.max_steps=-1", "trainer.max_epochs=2",
-                    "trainer.checkpoint_every_n_steps=4", "optim.base_lr=0.05")
+    cfg = small_toy(
+        "optim.optimizer=sgd",
+        "optim.schedule=epoch",
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=2",
+        "trainer.checkpoint_every_n_steps=4",
+        "optim.base_lr=0.05",
+    )
     whole = _recorder()
     train(cfg, tmp_path / "whole", callbacks=[whole])
     killed = _recorder(stop_at=9)
@@ -254,7 +298,10 @@ def test_cli_train_help_and_print_config(capsys):
         main(["train", "--help"])
     assert e.value.code == 0
     assert "--resume" in capsys.readouterr().out
-    assert main(["train", "--config", str(TOY), "--print-config", "optim.base_lr=0.123", "--data-root", "/x"]) == 0
+    assert (
+        main(["train", "--config", str(TOY), "--print-config", "optim.base_lr=0.123", "--data-root", "/x"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "base_lr: 0.123" in out and "root: /x" in out
 
@@ -284,8 +331,15 @@ def test_a_flat_dataset_cannot_validate_on_its_training_images(tmp_path):
     cfg = load_config(TOY, ["data.datasets.0.kind=generic", f"data.datasets.0.root={tmp_path}"])
     with pytest.raises(DatasetError, match="same files"):
         SegDataModule(cfg.data, (0.5,) * 3, (0.5,) * 3)
-    cfg = load_config(TOY, ["data.datasets.0.kind=generic", f"data.datasets.0.root={tmp_path}",
-                            "data.datasets.0.val_split=null", "data.datasets.0.train_split=null"])
+    cfg = load_config(
+        TOY,
+        [
+            "data.datasets.0.kind=generic",
+            f"data.datasets.0.root={tmp_path}",
+            "data.datasets.0.val_split=null",
+            "data.datasets.0.train_split=null",
+        ],
+    )
     assert SegDataModule(cfg.data, (0.5,) * 3, (0.5,) * 3).label_sets == [["sky", "sea"]]
 
 
@@ -293,10 +347,24 @@ def test_cli_trains_a_few_steps_on_a_generic_dataset(tmp_path, capsys):
     from langseg.data.toy import ToyConfig, write_toy_dataset
 
     write_toy_dataset(tmp_path / "d", 8, 4, ToyConfig(size=64))
-    args = ["train", "--config", str(TOY), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path),
-            "data.datasets.0.kind=generic", "data.datasets.0.root=d", "data.base_size=64", "data.crop_size=64",
-            "trainer.max_steps=2", "trainer.val_check_interval=null", "trainer.num_sanity_val_steps=0",
-            "trainer.progress_bar=false", "data.batch_size=4"]
+    args = [
+        "train",
+        "--config",
+        str(TOY),
+        "--out",
+        str(tmp_path / "run"),
+        "--data-root",
+        str(tmp_path),
+        "data.datasets.0.kind=generic",
+        "data.datasets.0.root=d",
+        "data.base_size=64",
+        "data.crop_size=64",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=null",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.progress_bar=false",
+        "data.batch_size=4",
+    ]
     assert main(args) == 0
     assert "steps: 2" in capsys.readouterr().out
     run = tmp_path / "run"
@@ -327,14 +395,20 @@ def test_two_datasets_with_their_own_label_sets_train_together(tmp_path):
             assert (batch["source"] == src).all()  # a batch stays within one dataset
             assert batch["mask"][batch["mask"] != IGNORE_INDEX].max() < len(pl_module.label_sets[src])
 
-    cfg = small_toy("trainer.max_steps=-1", "trainer.max_epochs=1", "optim.schedule=epoch",
-                    "data.datasets.0.toy.n_train=8",
-                    "data.datasets=[{name: toy, kind: toy, toy: {n_train: 8, n_val: 4, size: 64}}, "
-                    f"{{name: discs, kind: generic, root: {tmp_path / 'shapes'}, mapping: {tmp_path / 'map.txt'}}}]")
+    cfg = small_toy(
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=1",
+        "optim.schedule=epoch",
+        "data.datasets.0.toy.n_train=8",
+        "data.datasets=[{name: toy, kind: toy, toy: {n_train: 8, n_val: 4, size: 64}}, "
+        f"{{name: discs, kind: generic, root: {tmp_path / 'shapes'}, mapping: {tmp_path / 'map.txt'}}}]",
+    )
     seen = Seen()
     result = train(cfg, tmp_path / "run", callbacks=[seen])
-    assert seen.label_sets == {("background", "red circle", "blue square", "green triangle", "yellow diamond"),
-                               ("disc",)}
+    assert seen.label_sets == {
+        ("background", "red circle", "blue square", "green triangle", "yellow diamond"),
+        ("disc",),
+    }
     assert result.global_step == 4  # 8 / 4 + 8 / 4 batches
     assert {"val/toy/miou", "val/discs/miou", "val/miou"} <= set(result.metrics)
     mean = (result.metrics["val/toy/miou"] + result.metrics["val/discs/miou"]) / 2

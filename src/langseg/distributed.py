@@ -39,11 +39,17 @@ def launcher_env() -> dict[str, int] | None:
     """``{"rank", "world_size", "local_rank"}`` from torchrun's or SLURM's variables, or None."""
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return {"rank": int(env["RANK"]), "world_size": int(env["WORLD_SIZE"]),
-                "local_rank": int(env.get("LOCAL_RANK", "0"))}
+        return {
+            "rank": int(env["RANK"]),
+            "world_size": int(env["WORLD_SIZE"]),
+            "local_rank": int(env.get("LOCAL_RANK", "0")),
+        }
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return {"rank": int(env["SLURM_PROCID"]), "world_size": int(env["SLURM_NTASKS"]),
-                "local_rank": int(env.get("SLURM_LOCALID", "0"))}
+        return {
+            "rank": int(env["SLURM_PROCID"]),
+            "world_size": int(env["SLURM_NTASKS"]),
+            "local_rank": int(env.get("SLURM_LOCALID", "0")),
+        }
     return None
 
 
@@ -58,14 +64,19 @@ def init_distributed(device: str | None) -> Place:
         return Place(device, dist.get_rank(), dist.get_world_size())
     env = launcher_env()
     if env is None:
-        raise LangsegError("--distributed needs a launcher: run under torchrun or SLURM srun "
-                           "(RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS are not set)")
+        raise LangsegError(
+            "--distributed needs a launcher: run under torchrun or SLURM srun "
+            "(RANK/WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS are not set)"
+        )
     if "RANK" not in os.environ:  # SLURM: torch's env:// rendezvous reads these names
-        os.environ.update(RANK=str(env["rank"]), WORLD_SIZE=str(env["world_size"]),
-                          LOCAL_RANK=str(env["local_rank"]))
+        os.environ.update(
+            RANK=str(env["rank"]), WORLD_SIZE=str(env["world_size"]), LOCAL_RANK=str(env["local_rank"])
+        )
         if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
-            raise LangsegError("under srun, export MASTER_ADDR (the first node's host name) and "
-                               "MASTER_PORT (a free port) in the job script")
+            raise LangsegError(
+                "under srun, export MASTER_ADDR (the first node's host name) and "
+                "MASTER_PORT (a free port) in the job script"
+            )
     if torch.cuda.is_available() and device in (None, "cuda"):
         torch.cuda.set_device(env["local_rank"])
         dist.init_process_group("nccl")

@@ -50,41 +50,99 @@ class WeightsEntry:
 
 
 def _drive(name: str, filename: str, file_id: str, description: str, **kw: Any) -> WeightsEntry:
-    return WeightsEntry(name, filename, _DRIVE.format(id=file_id), _DRIVE_PAGE.format(id=file_id), description, **kw)
+    return WeightsEntry(
+        name, filename, _DRIVE.format(id=file_id), _DRIVE_PAGE.format(id=file_id), description, **kw
+    )
 
 
 _ZS_VIT = {"name": "lseg_zs_vitl16_384", "zero_shot": True, "activation": "relu", "labels": ("others",)}
 _ZS_RN = {"name": "lseg_zs_rn101", "labels": ("others",)}
 
-REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType({
-    e.name: e
-    for e in [
-        _drive("lseg-demo-vitl16", "demo_e200.ckpt", "1ayk6NXURI_vIPlym16f_RG3ffxBWHxvb",
-               "demo model: ViT-L/16 image encoder, CLIP ViT-B/32 text encoder (any labels)",
-               overrides={"labels": ("dog", "grass", "other")}),
-        _drive("lseg-fss-vitl16", "fss_l16.ckpt", "1-wRkHVQ4UxVYiVPNVXFU4Qwo8qliN-xg",
-               "zero-shot FSS-1000, ViT-L/16 (87.8 mIoU)", overrides=_ZS_VIT),
-        _drive("lseg-fss-rn101", "fss_rn101.ckpt", "1tIv239sRibgTF73m09Z3fmDYkTngQhwp",
-               "zero-shot FSS-1000, ResNet-101 (84.7 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-pascal-fold0-rn101", "pascal_fold0.ckpt", "1gKXh_VORfFBhGVfwaDD-FzLn3hqiIAoR",
-               "zero-shot PASCAL-5i fold 0, ResNet-101 (52.8 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-pascal-fold1-rn101", "pascal_fold1.ckpt", "16GrCGJi5hfjMZ0lzd-SHtLvbRpbxa8Sh",
-               "zero-shot PASCAL-5i fold 1, ResNet-101 (53.8 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-pascal-fold2-rn101", "pascal_fold2.ckpt", "1hJXCus0QzhphZ3R96fe8WHVYiYfpkF-G",
-               "zero-shot PASCAL-5i fold 2, ResNet-101 (44.4 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-pascal-fold3-rn101", "pascal_fold3.ckpt", "1lGzhGxx9FECPg52LAVW_4GZQIMx25ele",
-               "zero-shot PASCAL-5i fold 3, ResNet-101 (38.5 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-coco-fold0-rn101", "coco_fold0.ckpt", "1Q261gloDZQeqVA6pDqWVVzW8I6k0TTHu",
-               "zero-shot COCO-20i fold 0, ResNet-101 (22.1 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-coco-fold1-rn101", "coco_fold1.ckpt", "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
-               "zero-shot COCO-20i fold 1, ResNet-101 (25.1 mIoU)", overrides=_ZS_RN,
-               note="the official link for fold 1 points at the fold-2 file (lang-seg issue #42)"),
-        _drive("lseg-coco-fold2-rn101", "coco_fold2.ckpt", "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
-               "zero-shot COCO-20i fold 2, ResNet-101 (24.9 mIoU)", overrides=_ZS_RN),
-        _drive("lseg-coco-fold3-rn101", "coco_fold3.ckpt", "1H6d6udhJ92eEMeRDF0E5NFJD2LDI1DBX",
-               "zero-shot COCO-20i fold 3, ResNet-101 (21.5 mIoU)", overrides=_ZS_RN),
-    ]
-})
+REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType(
+    {
+        e.name: e
+        for e in [
+            _drive(
+                "lseg-demo-vitl16",
+                "demo_e200.ckpt",
+                "1ayk6NXURI_vIPlym16f_RG3ffxBWHxvb",
+                "demo model: ViT-L/16 image encoder, CLIP ViT-B/32 text encoder (any labels)",
+                overrides={"labels": ("dog", "grass", "other")},
+            ),
+            _drive(
+                "lseg-fss-vitl16",
+                "fss_l16.ckpt",
+                "1-wRkHVQ4UxVYiVPNVXFU4Qwo8qliN-xg",
+                "zero-shot FSS-1000, ViT-L/16 (87.8 mIoU)",
+                overrides=_ZS_VIT,
+            ),
+            _drive(
+                "lseg-fss-rn101",
+                "fss_rn101.ckpt",
+                "1tIv239sRibgTF73m09Z3fmDYkTngQhwp",
+                "zero-shot FSS-1000, ResNet-101 (84.7 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-pascal-fold0-rn101",
+                "pascal_fold0.ckpt",
+                "1gKXh_VORfFBhGVfwaDD-FzLn3hqiIAoR",
+                "zero-shot PASCAL-5i fold 0, ResNet-101 (52.8 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-pascal-fold1-rn101",
+                "pascal_fold1.ckpt",
+                "16GrCGJi5hfjMZ0lzd-SHtLvbRpbxa8Sh",
+                "zero-shot PASCAL-5i fold 1, ResNet-101 (53.8 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-pascal-fold2-rn101",
+                "pascal_fold2.ckpt",
+                "1hJXCus0QzhphZ3R96fe8WHVYiYfpkF-G",
+                "zero-shot PASCAL-5i fold 2, ResNet-101 (44.4 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-pascal-fold3-rn101",
+                "pascal_fold3.ckpt",
+                "1lGzhGxx9FECPg52LAVW_4GZQIMx25ele",
+                "zero-shot PASCAL-5i fold 3, ResNet-101 (38.5 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-coco-fold0-rn101",
+                "coco_fold0.ckpt",
+                "1Q261gloDZQeqVA6pDqWVVzW8I6k0TTHu",
+                "zero-shot COCO-20i fold 0, ResNet-101 (22.1 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-coco-fold1-rn101",
+                "coco_fold1.ckpt",
+                "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
+                "zero-shot COCO-20i fold 1, ResNet-101 (25.1 mIoU)",
+                overrides=_ZS_RN,
+                note="the official link for fold 1 points at the fold-2 file (lang-seg issue #42)",
+            ),
+            _drive(
+                "lseg-coco-fold2-rn101",
+                "coco_fold2.ckpt",
+                "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
+                "zero-shot COCO-20i fold 2, ResNet-101 (24.9 mIoU)",
+                overrides=_ZS_RN,
+            ),
+            _drive(
+                "lseg-coco-fold3-rn101",
+                "coco_fold3.ckpt",
+                "1H6d6udhJ92eEMeRDF0E5NFJD2LDI1DBX",
+                "zero-shot COCO-20i fold 3, ResNet-101 (21.5 mIoU)",
+                overrides=_ZS_RN,
+            ),
+        ]
+    }
+)
 
 
 def cache_dir() -> Path:
@@ -116,23 +174,37 @@ def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeou
         if e.code == 416 and have:  # the partial file is already complete
             response = None
         else:
-            raise DownloadError(f"{entry.url}: HTTP {e.code} {e.reason}. {_manual_hint(entry, target)}") from None
+            raise DownloadError(
+                f"{entry.url}: HTTP {e.code} {e.reason}. {_manual_hint(entry, target)}"
+            ) from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"cannot reach {entry.url} ({reason}); are you offline? {_manual_hint(entry, target)}") from None
+        raise DownloadError(
+            f"cannot reach {entry.url} ({reason}); are you offline? {_manual_hint(entry, target)}"
+        ) from None
     if response is not None:
         with response:
             if "text/html" in response.headers.get("Content-Type", ""):
-                raise DownloadError(f"{entry.url} answered with a web page, not the file. {_manual_hint(entry, target)}")
+                raise DownloadError(
+                    f"{entry.url} answered with a web page, not the file. {_manual_hint(entry, target)}"
+                )
             resumed = have and response.status == 206
             if not resumed:
                 have = 0
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
-            with open(part, "ab" if resumed else "wb") as f, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=entry.filename, disable=not progress,
-            ) as bar:
+            with (
+                open(part, "ab" if resumed else "wb") as f,
+                tqdm(
+                    total=total,
+                    initial=have,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=entry.filename,
+                    disable=not progress,
+                ) as bar,
+            ):
                 try:
                     while block := response.read(1 << 20):
                         f.write(block)
@@ -176,7 +248,9 @@ def fetch(
         return out
     raw = root / "downloads" / entry.filename
     if raw.is_file() and entry.sha256 and sha256_file(raw) != entry.sha256:
-        raise DownloadError(f"{raw}: checksum mismatch with the known {entry.filename}; remove it and run again")
+        raise DownloadError(
+            f"{raw}: checksum mismatch with the known {entry.filename}; remove it and run again"
+        )
     if not raw.is_file():
         log.info("downloading %s (%s)", name, entry.description)
         download(entry, raw, progress=progress)

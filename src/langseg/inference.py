@@ -54,8 +54,14 @@ class MultiScaleConfig:
         cls, crop_size: int = 480, *, stride_rate: float = 2 / 3, flip: bool = False, batch_size: int = 8
     ) -> MultiScaleConfig:
         """Windows over the image at its own resolution: one scale, no resize, bounded memory for large images."""
-        return cls(scales=(1.0,), flip=flip, base_size=None, crop_size=crop_size, stride_rate=stride_rate,
-                   batch_size=batch_size)
+        return cls(
+            scales=(1.0,),
+            flip=flip,
+            base_size=None,
+            crop_size=crop_size,
+            stride_rate=stride_rate,
+            batch_size=batch_size,
+        )
 
     @property
     def stride(self) -> int:
@@ -142,7 +148,10 @@ def multi_scale(
     count: list[torch.Tensor | None] = [None] * len(cfg.scales)
     for start in range(0, len(windows), cfg.batch_size):
         chunk = windows[start : start + cfg.batch_size]
-        crops = [pad_to(padded[wd.scale_index][:, :, wd.y0 : wd.y1, wd.x0 : wd.x1], crop, crop, value) for wd in chunk]
+        crops = [
+            pad_to(padded[wd.scale_index][:, :, wd.y0 : wd.y1, wd.x0 : wd.x1], crop, crop, value)
+            for wd in chunk
+        ]
         batch = torch.cat(crops, dim=0)  # (n, 3, crop, crop)
         del crops
         n = len(chunk)

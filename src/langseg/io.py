@@ -119,8 +119,10 @@ def load_image(
             raise
         raise ImageError(f"{path}: {e}") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: refused as a possible decompression bomb: {e} "
-                         "(raise --max-pixels if the image is genuine)") from None
+        raise ImageError(
+            f"{path}: refused as a possible decompression bomb: {e} "
+            "(raise --max-pixels if the image is genuine)"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (unrecognized format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -226,19 +228,28 @@ def expand_inputs(
         text = str(item)
         p = Path(item).expanduser()
         if p.is_dir():
-            matches = [q for q in sorted(p.rglob("*"))
-                       if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(q, p)]
+            matches = [
+                q
+                for q in sorted(p.rglob("*"))
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(q, p)
+            ]
             for q in matches:
                 add(q, PurePath(q.relative_to(p)), p.resolve().name)
             if not matches:
                 notes.append(f"{text}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
         elif any(ch in text for ch in _GLOB_CHARS) and not p.exists():
             base = _glob_base(text)
-            matches = [q for q in sorted(Path(m) for m in glob.glob(text, recursive=True))
-                       if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES]
+            matches = [
+                q
+                for q in sorted(Path(m) for m in glob.glob(text, recursive=True))
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+            ]
             for q in matches:
-                add(q, PurePath(q.relative_to(base)) if q.is_relative_to(base) else PurePath(q.name),
-                    base.resolve().name)
+                add(
+                    q,
+                    PurePath(q.relative_to(base)) if q.is_relative_to(base) else PurePath(q.name),
+                    base.resolve().name,
+                )
             if not matches:
                 notes.append(f"{text}: the pattern matched no images")
         else:

@@ -34,7 +34,9 @@ def parse_labels(text: str | Sequence[str]) -> list[Label]:
         for n in names:
             key = " ".join(n.lower().split())
             if key in seen:
-                raise LabelError(f"label {n!r} appears twice (classes {seen[key] + 1} and {i + 1}); labels must differ")
+                raise LabelError(
+                    f"label {n!r} appears twice (classes {seen[key] + 1} and {i + 1}); labels must differ"
+                )
             seen[key] = i
     return classes
 
@@ -65,8 +67,10 @@ def parse_templates(templates: Sequence[str] | None) -> list[str] | None:
         except (IndexError, KeyError, ValueError):
             ok = False
         if not ok:
-            raise LabelError(f"prompt template {t!r} must contain '{{}}' exactly once (where the label goes) "
-                             "and no other braces, e.g. 'a photo of a {}.'")
+            raise LabelError(
+                f"prompt template {t!r} must contain '{{}}' exactly once (where the label goes) "
+                "and no other braces, e.g. 'a photo of a {}.'"
+            )
         out.append(t)
     return out
 
@@ -91,8 +95,10 @@ def check_prompt_lengths(
                 if n > limit:
                     short = name if len(name) <= 60 else name[:57] + "..."
                     as_prompt = f" in the prompt {t!r}" if t != "{}" else ""
-                    raise LabelError(f"label {short!r} is {n} tokens long{as_prompt}; "
-                                     f"the text encoder takes at most {limit}")
+                    raise LabelError(
+                        f"label {short!r} is {n} tokens long{as_prompt}; "
+                        f"the text encoder takes at most {limit}"
+                    )
 
 
 def display_names(labels: Sequence[str | Sequence[str]]) -> list[str]:

@@ -109,7 +109,9 @@ def episode_areas(
     pred = _as_long(pred)
     target = _as_long(target).to(pred.device)
     if pred.shape != target.shape or pred.ndim != 3:
-        raise ValueError(f"expected (B, H, W) masks of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"expected (B, H, W) masks of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
     B = pred.shape[0]
     valid = torch.ones_like(pred, dtype=torch.bool)
     if ignore is not None:
@@ -170,4 +172,3 @@ class FewShotMeter:
         self.inter = all_reduce(self.inter)
         self.union = all_reduce(self.union)
         self.episodes = int(all_reduce(torch.tensor([self.episodes]))[0])
-

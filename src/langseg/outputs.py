@@ -86,21 +86,30 @@ def write_json(path: str | Path, obj: Any, *, overwrite: bool = False) -> Path:
     return write_bytes(path, data, overwrite=overwrite)
 
 
-def write_image(path: str | Path, image: Any, *, overwrite: bool = False, format: str = "PNG", **options: Any) -> Path:
+def write_image(
+    path: str | Path, image: Any, *, overwrite: bool = False, format: str = "PNG", **options: Any
+) -> Path:
     """A PIL image, atomically (PNG unless ``format`` says otherwise; ``options`` go to ``save``)."""
     return atomic_write(path, lambda f: image.save(f, format=format, **options), overwrite=overwrite)
 
 
-def write_array(path: str | Path, array: np.ndarray, fmt: str, *, overwrite: bool = False,
-                metadata: dict[str, str] | None = None) -> Path:
+def write_array(
+    path: str | Path,
+    array: np.ndarray,
+    fmt: str,
+    *,
+    overwrite: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """One array as ``npy``, ``safetensors`` (key ``"features"``, string metadata) or ``pt`` (a tensor)."""
     if fmt == "npy":
         return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False), overwrite=overwrite)
     if fmt == "safetensors":
         from safetensors.numpy import save
 
-        return write_bytes(path, save({"features": np.ascontiguousarray(array)}, metadata=metadata),
-                           overwrite=overwrite)
+        return write_bytes(
+            path, save({"features": np.ascontiguousarray(array)}, metadata=metadata), overwrite=overwrite
+        )
     if fmt == "pt":
         import torch
 
@@ -126,7 +135,11 @@ def output_stems(items: Sequence[InputImage]) -> list[PurePath]:
     for members in groups.values():
         if len(members) < 2:
             continue
-        for rename in (_with_suffix, _with_root, lambda item, stem: _with_root(item, _with_suffix(item, stem))):
+        for rename in (
+            _with_suffix,
+            _with_root,
+            lambda item, stem: _with_root(item, _with_suffix(item, stem)),
+        ):
             tried = [rename(items[i], stems[i]) for i in members]
             if len({_key(t) for t in tried}) == len(tried):
                 break

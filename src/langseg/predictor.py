@@ -130,9 +130,11 @@ class LSegPredictor:
 
     def text_features(self, labels: Sequence[str | Sequence[str]] | str) -> tuple[torch.Tensor, list[str]]:
         """Labels (a string is parsed: commas, ``;`` synonyms) -> ``(K, D)`` cached embeddings and names."""
-        classes = parse_labels(labels) if isinstance(labels, str) else [
-            (lab,) if isinstance(lab, str) else tuple(lab) for lab in labels
-        ]
+        classes = (
+            parse_labels(labels)
+            if isinstance(labels, str)
+            else [(lab,) if isinstance(lab, str) else tuple(lab) for lab in labels]
+        )
         return self.model.encode_text(classes, self.templates), display_names(classes)
 
     def _flipped(self, net, batch: torch.Tensor) -> torch.Tensor:
@@ -192,7 +194,9 @@ class LSegPredictor:
         if pending:
             yield torch.cat([p[0] for p in pending], dim=0), [p[1] for p in pending]
 
-    def _finish(self, logits: torch.Tensor, size: tuple[int, int], names: list[str], keep: bool) -> Prediction:
+    def _finish(
+        self, logits: torch.Tensor, size: tuple[int, int], names: list[str], keep: bool
+    ) -> Prediction:
         if logits.shape[-2:] != size:  # the image was shrunk by max_side
             logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=True)[0]
         prob = logits.softmax(dim=0)
@@ -229,7 +233,10 @@ class LSegPredictor:
         return results[0] if single else results
 
     def _embed(
-        self, x: torch.Tensor, sizes: list[tuple[int, int]], resolution: Literal["half", "full"] | tuple[int, int]
+        self,
+        x: torch.Tensor,
+        sizes: list[tuple[int, int]],
+        resolution: Literal["half", "full"] | tuple[int, int],
     ) -> list[torch.Tensor]:
         """Normalized ``(B, 3, h, w)`` and the originals' ``(H, W)`` -> B unit-norm ``(D, h', w')`` maps."""
         h, w = x.shape[-2:]
@@ -261,7 +268,9 @@ class LSegPredictor:
 
 
 def _feature_size(
-    resolution: Literal["half", "full"] | tuple[int, int], processed: tuple[int, int], original: tuple[int, int]
+    resolution: Literal["half", "full"] | tuple[int, int],
+    processed: tuple[int, int],
+    original: tuple[int, int],
 ) -> tuple[int, int]:
     """``(h, w)`` of a feature map: half the processed size (rounded up), the original, or ``(W, H)`` given."""
     if resolution == "half":

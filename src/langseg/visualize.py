@@ -106,8 +106,10 @@ class LegendEntry:
 def legend_entries(mask: np.ndarray, names: list[str]) -> list[LegendEntry]:
     """The labels that occur in ``mask`` (ignore pixels excluded), in label order."""
     mask = _check_mask(mask, len(names))
-    counts = np.bincount(mask[mask != IGNORE_INDEX].ravel() if len(names) <= IGNORE_INDEX else mask.ravel(),
-                         minlength=len(names))[: len(names)]
+    counts = np.bincount(
+        mask[mask != IGNORE_INDEX].ravel() if len(names) <= IGNORE_INDEX else mask.ravel(),
+        minlength=len(names),
+    )[: len(names)]
     total = max(int(counts.sum()), 1)
     colors = palette(len(names))
     return [

@@ -19,12 +19,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="official .ckpt file")
     p.add_argument("out", type=Path, help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--drop-unused", action="store_true",
-                   help="drop the never-run CLIP image tower and ViT classifier head (smaller, same outputs)")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                   help="store floating-point weights in this dtype (default: as in the file)")
-    p.add_argument("--arch-option", type=int, choices=[1, 2], default=None,
-                   help="spatial block kind for checkpoints that have one (1 bottleneck, 2 depthwise)")
+    p.add_argument(
+        "--drop-unused",
+        action="store_true",
+        help="drop the never-run CLIP image tower and ViT classifier head (smaller, same outputs)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default=None,
+        help="store floating-point weights in this dtype (default: as in the file)",
+    )
+    p.add_argument(
+        "--arch-option",
+        type=int,
+        choices=[1, 2],
+        default=None,
+        help="spatial block kind for checkpoints that have one (1 bottleneck, 2 depthwise)",
+    )
     p.add_argument("--block-depth", type=int, default=None, help="spatial block depth (with --arch-option)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run)

@@ -44,32 +44,67 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, choices=["ade20k", "generic", "toy"], help="reader / data layout")
+    p.add_argument(
+        "--dataset", required=True, choices=["ade20k", "generic", "toy"], help="reader / data layout"
+    )
     p.add_argument("--data-root", required=True, type=Path, help="dataset folder")
-    p.add_argument("--weights", default=None,
-                   help="weights folder, .ckpt or name (default for --dataset toy: lseg-toy; otherwise required)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="weights folder, .ckpt or name (default for --dataset toy: lseg-toy; otherwise required)",
+    )
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
-    p.add_argument("--multi-scale", action="store_true", help="official multi-scale, flipped, sliding-window protocol")
-    p.add_argument("--labels-file", type=Path, default=None,
-                   help="prompts, one per class in class order (';' for synonyms); default: the dataset's own")
-    p.add_argument("--full-names", action="store_true",
-                   help="ADE20K: whole class names instead of the official first-word prompts")
-    p.add_argument("--template", action="append", default=None, metavar="TEXT",
-                   help="prompt template with {} for the label (repeat to ensemble), as in 'langseg segment'")
-    p.add_argument("--scales", default=None, metavar="S1,S2,...",
-                   help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="add the horizontally flipped run (default: on with --multi-scale, off without)")
+    p.add_argument(
+        "--multi-scale", action="store_true", help="official multi-scale, flipped, sliding-window protocol"
+    )
+    p.add_argument(
+        "--labels-file",
+        type=Path,
+        default=None,
+        help="prompts, one per class in class order (';' for synonyms); default: the dataset's own",
+    )
+    p.add_argument(
+        "--full-names",
+        action="store_true",
+        help="ADE20K: whole class names instead of the official first-word prompts",
+    )
+    p.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="prompt template with {} for the label (repeat to ensemble), as in 'langseg segment'",
+    )
+    p.add_argument(
+        "--scales",
+        default=None,
+        metavar="S1,S2,...",
+        help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)",
+    )
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     _common(p)
-    p.add_argument("--batch-size", type=int, default=1, help="images per network call at single scale (same size)")
+    p.add_argument(
+        "--batch-size", type=int, default=1, help="images per network call at single scale (same size)"
+    )
     p.add_argument("--window-batch", type=int, default=8, help="multi-scale windows per network call")
-    p.add_argument("--compile", choices=["off", "exact"], default="off",
-                   help="torch.compile the image network, one graph per input shape (at most 8, then eager); "
-                        "outputs equal the eager ones. Pays off on a GPU with --multi-scale, whose windows "
-                        "all have one shape (default: off)")
+    p.add_argument(
+        "--compile",
+        choices=["off", "exact"],
+        default="off",
+        help="torch.compile the image network, one graph per input shape (at most 8, then eager); "
+        "outputs equal the eager ones. Pays off on a GPU with --multi-scale, whose windows "
+        "all have one shape (default: off)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out")
-    p.add_argument("--save-every", type=int, default=50, help="save progress to --out every N images (default 50)")
+    p.add_argument(
+        "--save-every", type=int, default=50, help="save progress to --out every N images (default 50)"
+    )
     p.set_defaults(func=run_eval)
 
     z = sub.add_parser(
@@ -81,14 +116,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     z.add_argument("--dataset", required=True, choices=["pascal", "coco", "fss"], help="benchmark")
-    z.add_argument("--fold", "--folds", dest="fold", default="0", choices=["0", "1", "2", "3", "all"],
-                   help="test fold, or 'all' for the four-fold table (PASCAL-5i, COCO-20i; FSS-1000 has one)")
-    z.add_argument("--data-root", required=True, type=Path, help="HSNet data folder (VOC2012/, COCO2014/, FSS-1000/)")
-    z.add_argument("--splits-dir", type=Path, default=None, help="HSNet split files (default: DATA_ROOT/splits)")
-    z.add_argument("--weights", default=None,
-                   help="weights; '{fold}' is replaced by the fold (default: lseg-pascal-fold{fold}-rn101, "
-                   "lseg-coco-fold{fold}-rn101, lseg-fss-rn101)")
-    z.add_argument("--episodes", type=int, default=1000, help="PASCAL/COCO episodes per fold (official: 1000)")
+    z.add_argument(
+        "--fold",
+        "--folds",
+        dest="fold",
+        default="0",
+        choices=["0", "1", "2", "3", "all"],
+        help="test fold, or 'all' for the four-fold table (PASCAL-5i, COCO-20i; FSS-1000 has one)",
+    )
+    z.add_argument(
+        "--data-root", required=True, type=Path, help="HSNet data folder (VOC2012/, COCO2014/, FSS-1000/)"
+    )
+    z.add_argument(
+        "--splits-dir", type=Path, default=None, help="HSNet split files (default: DATA_ROOT/splits)"
+    )
+    z.add_argument(
+        "--weights",
+        default=None,
+        help="weights; '{fold}' is replaced by the fold (default: lseg-pascal-fold{fold}-rn101, "
+        "lseg-coco-fold{fold}-rn101, lseg-fss-rn101)",
+    )
+    z.add_argument(
+        "--episodes", type=int, default=1000, help="PASCAL/COCO episodes per fold (official: 1000)"
+    )
     z.add_argument("--seed", type=int, default=0, help="COCO-20i episode sampling seed (official: 0)")
     z.add_argument("--limit", type=int, default=None, help="evaluate the first N episodes only")
     z.add_argument("--batch-size", type=int, default=8, help="episodes per network call")
@@ -104,8 +154,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_numerics_argument(p)
     p.add_argument("--workers", type=int, default=2, help="image-loading worker processes (default 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--distributed", action="store_true",
-                   help="run under torchrun: each rank takes a share of the images, counts are summed")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run under torchrun: each rank takes a share of the images, counts are summed",
+    )
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -149,7 +202,9 @@ def _templates(templates: list[str] | None) -> list[str] | None:
 
     for t in templates or []:
         if t.count("{}") != 1:
-            raise LangsegError(f"prompt template {t!r} must contain '{{}}' exactly once, e.g. 'a photo of a {{}}.'")
+            raise LangsegError(
+                f"prompt template {t!r} must contain '{{}}' exactly once, e.g. 'a photo of a {{}}.'"
+            )
     return list(templates) if templates else None
 
 
@@ -163,7 +218,9 @@ def _scales(text: str | None) -> tuple[float, ...] | None:
     except ValueError:
         values = ()
     if not values or any(v <= 0 for v in values):
-        raise LangsegError(f"--scales: expected positive comma-separated numbers like 0.75,1,1.25, got {text!r}")
+        raise LangsegError(
+            f"--scales: expected positive comma-separated numbers like 0.75,1,1.25, got {text!r}"
+        )
     return values
 
 
@@ -195,7 +252,9 @@ def _run_signature(record: dict[str, Any]) -> dict[str, Any]:
 def _print_fixed(metrics: dict[str, Any], header: str) -> None:
     print(header)
     print(f"  pixAcc        {metrics['pixAcc'] * 100:6.2f}")
-    print(f"  mIoU          {metrics['mIoU'] * 100:6.2f}   (official: mean over all classes, absent ones count 0)")
+    print(
+        f"  mIoU          {metrics['mIoU'] * 100:6.2f}   (official: mean over all classes, absent ones count 0)"
+    )
     present = metrics["mIoU_present"]
     print(f"  mIoU present  {_format_iou(present, 100)}   (mean over classes in prediction or ground truth)")
     rows = sorted(metrics["per_class_iou"].items(), key=lambda kv: (kv[1] is None, -(kv[1] or 0.0)))
@@ -237,14 +296,21 @@ def _run_eval(args: argparse.Namespace) -> int:
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
     dataset = _fixed_dataset(args)
-    labels = read_labels_file(args.labels_file) if args.labels_file else list(
-        getattr(dataset, "label_synonyms", dataset.labels))
+    labels = (
+        read_labels_file(args.labels_file)
+        if args.labels_file
+        else list(getattr(dataset, "label_synonyms", dataset.labels))
+    )
     if len(labels) != len(dataset.labels):
-        raise LangsegError(f"{args.labels_file}: {len(labels)} labels, but the dataset has {len(dataset.labels)} "
-                           "classes (one prompt per class, in class order)")
+        raise LangsegError(
+            f"{args.labels_file}: {len(labels)} labels, but the dataset has {len(dataset.labels)} "
+            "classes (one prompt per class, in class order)"
+        )
     weights = args.weights or ("lseg-toy" if args.dataset == "toy" else None)
     if weights is None:
-        raise LangsegError(f"--weights is required for --dataset {args.dataset} (a folder, .ckpt or weights name)")
+        raise LangsegError(
+            f"--weights is required for --dataset {args.dataset} (a folder, .ckpt or weights name)"
+        )
     mode = "multi-scale" if args.multi_scale else "single-scale"
     out = args.out or Path(f"eval-{args.dataset}-{args.split}-{mode}.json")
     _check_out(out, args.overwrite, args.resume, resumable=True)
@@ -253,8 +319,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     templates = _templates(args.template)
     ms = None
     if args.multi_scale:
-        ms = MultiScaleConfig(scales=_scales(args.scales) or OFFICIAL_SCALES, flip=args.flip is not False,
-                              batch_size=args.window_batch)
+        ms = MultiScaleConfig(
+            scales=_scales(args.scales) or OFFICIAL_SCALES,
+            flip=args.flip is not False,
+            batch_size=args.window_batch,
+        )
     elif args.scales:
         raise LangsegError("--scales needs --multi-scale")
     model, path = _load(weights, device)
@@ -263,20 +332,43 @@ def _run_eval(args: argparse.Namespace) -> int:
         from ..accel import CompiledLSeg
 
         model = CompiledLSeg(model, mode="exact")
-    predictor = LSegPredictor(model, device=resolve_device(device), precision=args.precision, multi_scale=ms,
-                              templates=templates, max_pixels=None, flip=bool(args.flip) and ms is None)
-    ms_record = None if ms is None else {k: getattr(ms, k) for k in
-                                         ("scales", "flip", "base_size", "crop_size", "stride")}
+    predictor = LSegPredictor(
+        model,
+        device=resolve_device(device),
+        precision=args.precision,
+        multi_scale=ms,
+        templates=templates,
+        max_pixels=None,
+        flip=bool(args.flip) and ms is None,
+    )
+    ms_record = (
+        None
+        if ms is None
+        else {k: getattr(ms, k) for k in ("scales", "flip", "base_size", "crop_size", "stride")}
+    )
     record: dict[str, Any] = {
         "task": "fixed-label",
-        "dataset": {"name": args.dataset, "root": str(args.data_root.resolve()), "split": args.split,
-                    "num_classes": len(labels), "images_total": len(dataset),
-                    "labels": [lab if isinstance(lab, str) else ";".join(lab) for lab in labels],
-                    "labels_file": None if args.labels_file is None else str(args.labels_file.resolve())},
-        "protocol": {"mode": mode, "multi_scale": ms_record, "flip": ms.flip if ms else bool(args.flip),
-                     "templates": templates, "precision": args.precision, "numerics": args.numerics,
-                     "input": "full image, padded to a multiple of 32 (no resize)" if ms is None
-                     else "full image into the official multi-scale evaluator", "ignore_index": dataset.ignore_index},
+        "dataset": {
+            "name": args.dataset,
+            "root": str(args.data_root.resolve()),
+            "split": args.split,
+            "num_classes": len(labels),
+            "images_total": len(dataset),
+            "labels": [lab if isinstance(lab, str) else ";".join(lab) for lab in labels],
+            "labels_file": None if args.labels_file is None else str(args.labels_file.resolve()),
+        },
+        "protocol": {
+            "mode": mode,
+            "multi_scale": ms_record,
+            "flip": ms.flip if ms else bool(args.flip),
+            "templates": templates,
+            "precision": args.precision,
+            "numerics": args.numerics,
+            "input": "full image, padded to a multiple of 32 (no resize)"
+            if ms is None
+            else "full image into the official multi-scale evaluator",
+            "ignore_index": dataset.ignore_index,
+        },
         **weights_record(weights, path),
         "limit": args.limit,
         "batching": {"images_per_call": args.batch_size, "windows_per_call": args.window_batch},
@@ -285,29 +377,48 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.resume and out.exists():
         old = read_json(out)
         if _run_signature(old) != _run_signature(record):
-            raise LangsegError(f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
-                               "use another --out or --overwrite")
+            raise LangsegError(
+                f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
+                "use another --out or --overwrite"
+            )
         start, seconds_before = int(old.get("images", 0)), float(old.get("seconds", 0.0))
         confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
 
     def save(result: EvalResult, complete: bool) -> None:
         seconds = seconds_before + result.seconds
-        data = {**record, **result.metrics(), "complete": complete, "images": result.images,
-                "seconds": round(seconds, 3),
-                "images_per_second": round((result.images - start) / max(result.seconds, 1e-9), 4),
-                "environment": environment(predictor.device, args.precision),
-                "confusion_matrix": result.confusion.tolist()}
+        data = {
+            **record,
+            **result.metrics(),
+            "complete": complete,
+            "images": result.images,
+            "seconds": round(seconds, 3),
+            "images_per_second": round((result.images - start) / max(result.seconds, 1e-9), 4),
+            "environment": environment(predictor.device, args.precision),
+            "confusion_matrix": result.confusion.tolist(),
+        }
         write_json(out, data)
 
     t0 = time.perf_counter()
-    result = evaluate(predictor, dataset, labels, start=start, limit=args.limit, confusion=confusion,
-                      batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress,
-                      checkpoint=lambda r: save(r, False), checkpoint_every=args.save_every)
+    result = evaluate(
+        predictor,
+        dataset,
+        labels,
+        start=start,
+        limit=args.limit,
+        confusion=confusion,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        checkpoint=lambda r: save(r, False),
+        checkpoint_every=args.save_every,
+    )
     if rank != 0:
         return 0
     save(result, True)
-    header = (f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
-              f"({time.perf_counter() - t0:.1f} s)")
+    header = (
+        f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
     _print_fixed(result.metrics(), header)
     print(f"wrote {out}")
     return 0
@@ -341,8 +452,17 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
     template = args.weights or _default_weights(args.dataset)
     out = args.out or Path(f"eval-zeroshot-{args.dataset}-fold{args.fold}.json")
     _check_out(out, args.overwrite)
-    benches = {f: load_benchmark(args.dataset, args.data_root, f, splits_dir=args.splits_dir,
-                                 episodes=args.episodes, seed=args.seed) for f in folds}  # fail early on data
+    benches = {
+        f: load_benchmark(
+            args.dataset,
+            args.data_root,
+            f,
+            splits_dir=args.splits_dir,
+            episodes=args.episodes,
+            seed=args.seed,
+        )
+        for f in folds
+    }  # fail early on data
     device, rank = _setup_distributed(args)
     dev = resolve_device(device)
     results: dict[str, Any] = {}
@@ -350,25 +470,45 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
         weights = template.replace("{fold}", str(fold))
         model, path = _load(weights, str(dev))
         model.set_numerics(args.numerics)
-        res = evaluate_zeroshot(model, bench, precision=args.precision, batch_size=args.batch_size,
-                                num_workers=args.workers, limit=args.limit, progress=not args.no_progress)
-        results[str(fold)] = {**res.metrics(), **weights_record(weights, path), "seconds": round(res.seconds, 3),
-                              "test_classes": [bench.class_names[c] for c in bench.class_ids]}
+        res = evaluate_zeroshot(
+            model,
+            bench,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            limit=args.limit,
+            progress=not args.no_progress,
+        )
+        results[str(fold)] = {
+            **res.metrics(),
+            **weights_record(weights, path),
+            "seconds": round(res.seconds, 3),
+            "test_classes": [bench.class_names[c] for c in bench.class_ids],
+        }
         if rank == 0:
-            print(f"{args.dataset} fold {fold}, 0-shot ==> mIoU: {res.metrics()['mIoU']:5.2f}   "
-                  f"FB-IoU: {res.metrics()['FB-IoU']:5.2f}   ({res.meter.episodes} episodes, {weights})")
+            print(
+                f"{args.dataset} fold {fold}, 0-shot ==> mIoU: {res.metrics()['mIoU']:5.2f}   "
+                f"FB-IoU: {res.metrics()['FB-IoU']:5.2f}   ({res.meter.episodes} episodes, {weights})"
+            )
         del model
     if rank != 0:
         return 0
     record: dict[str, Any] = {
         "task": "zero-shot",
-        "dataset": {"name": args.dataset, "root": str(args.data_root.resolve()),
-                    "splits_dir": str((args.splits_dir or args.data_root / "splits").resolve()),
-                    "episodes": args.episodes if args.dataset != "fss" else None,
-                    "seed": args.seed if args.dataset == "coco" else None},
-        "protocol": {"prompts": ["others", "<class name>"], "input": "PIL bilinear resize to 480x480",
-                     "ground_truth": "nearest resize to 480x480", "metrics": "HSNet mIoU / FB-IoU (percent)",
-                     "precision": args.precision},
+        "dataset": {
+            "name": args.dataset,
+            "root": str(args.data_root.resolve()),
+            "splits_dir": str((args.splits_dir or args.data_root / "splits").resolve()),
+            "episodes": args.episodes if args.dataset != "fss" else None,
+            "seed": args.seed if args.dataset == "coco" else None,
+        },
+        "protocol": {
+            "prompts": ["others", "<class name>"],
+            "input": "PIL bilinear resize to 480x480",
+            "ground_truth": "nearest resize to 480x480",
+            "metrics": "HSNet mIoU / FB-IoU (percent)",
+            "precision": args.precision,
+        },
         "limit": args.limit,
         "environment": environment(dev, args.precision),
     }

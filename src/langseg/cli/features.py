@@ -51,7 +51,9 @@ def resolution_arg(text: str) -> str | tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected half, full or WIDTHxHEIGHT like 640x480, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected half, full or WIDTHxHEIGHT like 640x480, got {text!r}"
+        ) from None
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
     return (w, h)
@@ -69,18 +71,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_arguments(p, default_out=None)
-    p.add_argument("--resolution", type=resolution_arg, default="half", metavar="half|full|WxH",
-                   help="feature map size (default: half)")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
-                   help="stored precision (default: float16)")
+    p.add_argument(
+        "--resolution",
+        type=resolution_arg,
+        default="half",
+        metavar="half|full|WxH",
+        help="feature map size (default: half)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="stored precision (default: float16)",
+    )
     p.add_argument("--format", choices=sorted(SUFFIXES), default="npy", help="file format (default: npy)")
-    p.add_argument("--pca-preview", action="store_true",
-                   help="also write NAME.pca.png: the top 3 principal components of the features as RGB")
+    p.add_argument(
+        "--pca-preview",
+        action="store_true",
+        help="also write NAME.pca.png: the top 3 principal components of the features as RGB",
+    )
     p.set_defaults(func=run)
 
 
 def _settings(args: argparse.Namespace, session) -> dict[str, Any]:
-    res = args.resolution if isinstance(args.resolution, str) else f"{args.resolution[0]}x{args.resolution[1]}"
+    res = (
+        args.resolution if isinstance(args.resolution, str) else f"{args.resolution[0]}x{args.resolution[1]}"
+    )
     return {
         "weights": session.weights,
         "preprocessing": session.protocol,
@@ -99,15 +115,19 @@ def run(args: argparse.Namespace) -> int:
     items, stems, notes = plan_inputs(args)
     index_path = args.out / INDEX_NAME
     files = {
-        item: (output_path(args.out, stem, SUFFIXES[args.format]),
-               output_path(args.out, stem, ".pca.png") if args.pca_preview else None)
+        item: (
+            output_path(args.out, stem, SUFFIXES[args.format]),
+            output_path(args.out, stem, ".pca.png") if args.pca_preview else None,
+        )
         for item, stem in zip(items, stems)
     }
     if not (args.overwrite or args.skip_existing):
         clash = existing([index_path] + [p for pair in files.values() for p in pair if p is not None])
         if clash:
-            raise LangsegError(f"output files exist: {clash}; pass --overwrite to replace them or "
-                               "--skip-existing to keep them and do the rest")
+            raise LangsegError(
+                f"output files exist: {clash}; pass --overwrite to replace them or "
+                "--skip-existing to keep them and do the rest"
+            )
     session = open_session(args, templates=None)
     settings = _settings(args, session)
     previous = _previous_entries(index_path, settings) if args.skip_existing else {}
@@ -142,12 +162,16 @@ def _previous_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, d
         old = json.loads(index_path.read_text(encoding="utf-8"))
         old_settings = {k: old[k] for k in settings}
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LangsegError(f"{index_path}: not a features index this version can extend ({e}); "
-                           "use another --out or --overwrite") from None
+        raise LangsegError(
+            f"{index_path}: not a features index this version can extend ({e}); "
+            "use another --out or --overwrite"
+        ) from None
     changed = sorted(k for k in settings if _comparable(old_settings[k]) != _comparable(settings[k]))
     if changed:
-        raise LangsegError(f"{index_path} was written with different {', '.join(changed)}; "
-                           "use another --out, the same options, or --overwrite")
+        raise LangsegError(
+            f"{index_path} was written with different {', '.join(changed)}; "
+            "use another --out, the same options, or --overwrite"
+        )
     return {e["file"]: e for e in old.get("images", []) if isinstance(e, dict) and "file" in e}
 
 
@@ -180,9 +204,11 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
         for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
             maps = run_batch(
-                predictor, ok,
-                lambda images: predictor.features(images, resolution=args.resolution, batch_size=batch_size,
-                                                  keep_on_device=False),
+                predictor,
+                ok,
+                lambda images: predictor.features(
+                    images, resolution=args.resolution, batch_size=batch_size, keep_on_device=False
+                ),
                 lambda image: predictor.features(image, resolution=args.resolution, keep_on_device=False),
                 report,
             )
@@ -214,8 +240,12 @@ def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[s
     keep = args.skip_existing
     H, W = d.image.shape[:2]
     array = feats.numpy().astype(np.dtype(args.dtype))
-    meta = {"input": str(d.item.path), "original_size": f"{W}x{H}", "layout": "(D, h, w)",
-            "weights_sha256": str(settings["weights"]["sha256"])}
+    meta = {
+        "input": str(d.item.path),
+        "original_size": f"{W}x{H}",
+        "layout": "(D, h, w)",
+        "weights_sha256": str(settings["weights"]["sha256"]),
+    }
     if not (keep and feat_path.exists()):
         write_array(feat_path, array, args.format, overwrite=args.overwrite, metadata=meta)
     if preview_path is not None and not (keep and preview_path.exists()):

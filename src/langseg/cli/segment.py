@@ -66,7 +66,9 @@ def scales_arg(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.75,1,1.25, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers like 0.75,1,1.25, got {text!r}"
+        ) from None
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
     return values
@@ -87,48 +89,109 @@ def color_arg(text: str) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- shared options
 def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
-    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS",
-                   help="image files, folders (searched recursively) or quoted glob patterns")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGES_OR_DIRS",
+        help="image files, folders (searched recursively) or quoted glob patterns",
+    )
     if default_out is None:
         p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     else:
-        p.add_argument("--out", type=Path, default=Path(default_out),
-                       help=f"output folder (created if missing; default: {default_out})")
-    p.add_argument("--weights", default=None, metavar="NAME_OR_PATH",
-                   help="a weights name (see 'langseg weights list'), a folder of ours or an official "
-                        ".ckpt (default: the bundled lseg-toy)")
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path(default_out),
+            help=f"output folder (created if missing; default: {default_out})",
+        )
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="a weights name (see 'langseg weights list'), a folder of ours or an official "
+        ".ckpt (default: the bundled lseg-toy)",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: auto)")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
-                   help="autocast precision of the image network (default: auto = bf16 on CUDA, fp32 on CPU)")
-    p.add_argument("--compile", choices=["off", "exact", "bucketed"], default="off",
-                   help="torch.compile the image network: 'exact' compiles each input shape (at most 8, "
-                        "then eager); 'bucketed' pads sizes up to multiples of 128 so few graphs serve "
-                        "many sizes (outputs then differ slightly near the padded border). Pays off on "
-                        "GPUs over many frames; the first call per shape is slow (default: off)")
-    p.add_argument("--max-side", type=max_side_arg, default=None, metavar="N",
-                   help="shrink images whose long side exceeds N before the network (results are scaled "
-                        "back to the input size); 0: never (default: 1024, or 0 with --sliding-window)")
-    p.add_argument("--max-pixels", type=max_pixels_arg, default=100_000_000, metavar="N",
-                   help="refuse images with more pixels than this before decoding them (decompression-"
-                        "bomb guard); 0: no limit (default: 100000000)")
-    p.add_argument("--background", type=color_arg, default=(255, 255, 255), metavar="COLOR",
-                   help="colour transparent pixels are composited on: white, black, gray or R,G,B "
-                        "(default: white)")
-    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                   help="images per network call (same-size images are batched; default 4), or windows "
-                        "per call with --multi-scale/--sliding-window (default 8)")
-    p.add_argument("--multi-scale", action="store_true",
-                   help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip")
-    p.add_argument("--sliding-window", type=window_arg, nargs="?", const=480, default=None, metavar="SIDE",
-                   help="run SIDE x SIDE windows (default 480, stride 2/3 of it) over the image at its own "
-                        "resolution, overlaps averaged: large images in bounded memory")
-    p.add_argument("--scales", type=scales_arg, default=None, metavar="S1,S2,...",
-                   help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="add the horizontally flipped run (default: on with --multi-scale, off without)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default="auto",
+        help="autocast precision of the image network (default: auto = bf16 on CUDA, fp32 on CPU)",
+    )
+    p.add_argument(
+        "--compile",
+        choices=["off", "exact", "bucketed"],
+        default="off",
+        help="torch.compile the image network: 'exact' compiles each input shape (at most 8, "
+        "then eager); 'bucketed' pads sizes up to multiples of 128 so few graphs serve "
+        "many sizes (outputs then differ slightly near the padded border). Pays off on "
+        "GPUs over many frames; the first call per shape is slow (default: off)",
+    )
+    p.add_argument(
+        "--max-side",
+        type=max_side_arg,
+        default=None,
+        metavar="N",
+        help="shrink images whose long side exceeds N before the network (results are scaled "
+        "back to the input size); 0: never (default: 1024, or 0 with --sliding-window)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=max_pixels_arg,
+        default=100_000_000,
+        metavar="N",
+        help="refuse images with more pixels than this before decoding them (decompression-"
+        "bomb guard); 0: no limit (default: 100000000)",
+    )
+    p.add_argument(
+        "--background",
+        type=color_arg,
+        default=(255, 255, 255),
+        metavar="COLOR",
+        help="colour transparent pixels are composited on: white, black, gray or R,G,B (default: white)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="images per network call (same-size images are batched; default 4), or windows "
+        "per call with --multi-scale/--sliding-window (default 8)",
+    )
+    p.add_argument(
+        "--multi-scale",
+        action="store_true",
+        help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip",
+    )
+    p.add_argument(
+        "--sliding-window",
+        type=window_arg,
+        nargs="?",
+        const=480,
+        default=None,
+        metavar="SIDE",
+        help="run SIDE x SIDE windows (default 480, stride 2/3 of it) over the image at its own "
+        "resolution, overlaps averaged: large images in bounded memory",
+    )
+    p.add_argument(
+        "--scales",
+        type=scales_arg,
+        default=None,
+        metavar="S1,S2,...",
+        help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)",
+    )
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--skip-existing", action="store_true",
-                   help="keep existing output files and only write the missing ones (resume a run)")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="keep existing output files and only write the missing ones (resume a run)",
+    )
 
 
 @dataclass
@@ -193,15 +256,26 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         model = CompiledLSeg(model, mode=args.compile)
     ms = None
     if args.multi_scale:
-        ms = MultiScaleConfig(scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False,
-                              batch_size=args.batch_size or 8)
+        ms = MultiScaleConfig(
+            scales=args.scales or OFFICIAL_SCALES,
+            flip=args.flip is not False,
+            batch_size=args.batch_size or 8,
+        )
     elif args.sliding_window:
-        ms = MultiScaleConfig.sliding_window(args.sliding_window, flip=bool(args.flip),
-                                             batch_size=args.batch_size or 8)
+        ms = MultiScaleConfig.sliding_window(
+            args.sliding_window, flip=bool(args.flip), batch_size=args.batch_size or 8
+        )
     max_side = args.max_side if args.max_side is not None else (0 if args.sliding_window else 1024)
-    predictor = LSegPredictor(model, precision=precision, templates=templates, multi_scale=ms,
-                              max_side=max_side or None, max_pixels=args.max_pixels, flip=bool(args.flip),
-                              background=args.background)
+    predictor = LSegPredictor(
+        model,
+        precision=precision,
+        templates=templates,
+        multi_scale=ms,
+        max_side=max_side or None,
+        max_pixels=args.max_pixels,
+        flip=bool(args.flip),
+        background=args.background,
+    )
     cfg = model.config
     protocol = {
         "color": "RGB, EXIF orientation applied, transparency composited on the background",
@@ -212,9 +286,14 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         "std": list(cfg.std),
         "padding": "bottom/right to a multiple of 32 with -mean/std (black); outputs cropped back",
         "mode": "multi-scale" if args.multi_scale else "sliding-window" if ms else "single-scale",
-        "multi_scale": None if ms is None else {
-            "scales": list(ms.scales), "flip": ms.flip, "base_size": ms.base_size,
-            "crop_size": ms.crop_size, "stride": ms.stride,
+        "multi_scale": None
+        if ms is None
+        else {
+            "scales": list(ms.scales),
+            "flip": ms.flip,
+            "base_size": ms.base_size,
+            "crop_size": ms.crop_size,
+            "stride": ms.stride,
         },
         "flip": ms.flip if ms is not None else bool(args.flip),
         "precision": predictor.precision,
@@ -237,10 +316,14 @@ def batched(iterable, n: int):
 
 
 def add_numerics_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--numerics", choices=["fp32", "official"], default="fp32",
-                   help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
-                        "its outputs exactly (within one float16 step); the image network runs in fp32 "
-                        "(default: fp32)")
+    p.add_argument(
+        "--numerics",
+        choices=["fp32", "official"],
+        default="fp32",
+        help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
+        "its outputs exactly (within one float16 step); the image network runs in fp32 "
+        "(default: fp32)",
+    )
 
 
 def numerics_precision(numerics: str, precision: str) -> str:
@@ -250,8 +333,10 @@ def numerics_precision(numerics: str, precision: str) -> str:
     if numerics != "official":
         return precision
     if precision not in ("auto", "fp32"):
-        raise LangsegError(f"--numerics official runs the image network in fp32 as the official code does; "
-                           f"drop --precision {precision}")
+        raise LangsegError(
+            f"--numerics official runs the image network in fp32 as the official code does; "
+            f"drop --precision {precision}"
+        )
     return "fp32"
 
 
@@ -271,8 +356,9 @@ def decoded_batches(args: argparse.Namespace, todo: list, batch_size: int, repor
     read are reported by name, counted on the progress bar and left out."""
     from ..io import iter_decoded
 
-    decoded = iter_decoded(todo, max_pixels=args.max_pixels, background=args.background,
-                           prefetch=max(2, 2 * batch_size))
+    decoded = iter_decoded(
+        todo, max_pixels=args.max_pixels, background=args.background, prefetch=max(2, 2 * batch_size)
+    )
     for chunk in batched(decoded, batch_size):
         ok = []
         for d in chunk:
@@ -305,7 +391,9 @@ def run_batch(predictor, decoded: list, batch_fn, one_fn, report: Report) -> lis
             if not is_out_of_memory(e):
                 raise
             h, w = d.image.shape[:2]
-            report.skip(f"{d.item.path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side")
+            report.skip(
+                f"{d.item.path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side"
+            )
             out.append(None)
     return out
 
@@ -328,12 +416,16 @@ class Report:
 
     def summary(self, verb: str, seconds: float, out: Path) -> int:
         rate = self.done / seconds if seconds > 0 else 0.0
-        print(f"{verb} {self.done} image{'s' if self.done != 1 else ''} in {seconds:.1f} s "
-              f"({rate:.2f} images/s) -> {out}")
+        print(
+            f"{verb} {self.done} image{'s' if self.done != 1 else ''} in {seconds:.1f} s "
+            f"({rate:.2f} images/s) -> {out}"
+        )
         if self.kept:
             print(f"kept {self.kept} already done (--skip-existing)")
         if self.skipped:
-            print(f"skipped {len(self.skipped)} input{'s' if len(self.skipped) != 1 else ''}:", file=sys.stderr)
+            print(
+                f"skipped {len(self.skipped)} input{'s' if len(self.skipped) != 1 else ''}:", file=sys.stderr
+            )
             for message in self.skipped[:20]:
                 print(f"  {message}", file=sys.stderr)
             if len(self.skipped) > 20:
@@ -362,17 +454,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_common_arguments(p, default_out="langseg-out")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--labels", "-l", metavar="LABELS",
-                       help='comma-separated labels, ";" between synonyms: "cat;kitten,grass,other"')
-    group.add_argument("--labels-file", type=Path, metavar="FILE",
-                       help="labels one per line (';' between synonyms, '#' comments)")
-    p.add_argument("--template", action="append", default=None, metavar="TEXT",
-                   help='prompt template with {} for the label, e.g. "a photo of a {}."; repeat to '
-                        "ensemble several (default: the bare label, as the official demo)")
+    group.add_argument(
+        "--labels",
+        "-l",
+        metavar="LABELS",
+        help='comma-separated labels, ";" between synonyms: "cat;kitten,grass,other"',
+    )
+    group.add_argument(
+        "--labels-file",
+        type=Path,
+        metavar="FILE",
+        help="labels one per line (';' between synonyms, '#' comments)",
+    )
+    p.add_argument(
+        "--template",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help='prompt template with {} for the label, e.g. "a photo of a {}."; repeat to '
+        "ensemble several (default: the bare label, as the official demo)",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default: 0.5)")
     p.add_argument("--no-overlay", action="store_true", help="do not write NAME.overlay.png")
-    p.add_argument("--save-logits", action="store_true",
-                   help="also write NAME.logits.npy: (K, H, W) float16 scores before softmax")
+    p.add_argument(
+        "--save-logits",
+        action="store_true",
+        help="also write NAME.logits.npy: (K, H, W) float16 scores before softmax",
+    )
     add_numerics_argument(p)
     p.set_defaults(func=run)
 
@@ -395,8 +503,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.alpha <= 1.0:
         raise LangsegError(f"--alpha must be between 0 and 1, got {args.alpha}")
-    classes = read_labels_file(args.labels_file) if args.labels_file else (
-        parse_labels(args.labels) if args.labels is not None else None)
+    classes = (
+        read_labels_file(args.labels_file)
+        if args.labels_file
+        else (parse_labels(args.labels) if args.labels is not None else None)
+    )
     templates = parse_templates(args.template)
     if classes is not None:
         check_prompt_lengths(classes, templates)
@@ -414,8 +525,10 @@ def run(args: argparse.Namespace) -> int:
     if not (args.overwrite or args.skip_existing):
         clash = existing([p for f in files.values() for p in f.all()])
         if clash:
-            raise LangsegError(f"output files exist: {clash}; pass --overwrite to replace them or "
-                               "--skip-existing to keep them and do the rest")
+            raise LangsegError(
+                f"output files exist: {clash}; pass --overwrite to replace them or "
+                "--skip-existing to keep them and do the rest"
+            )
     todo = [item for item in items if not (args.skip_existing and all(p.exists() for p in files[item].all()))]
     report.kept = len(items) - len(todo)
 
@@ -434,9 +547,11 @@ def _segment(args, session: Session, classes, todo, files, report: Report) -> in
         for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
             preds = run_batch(
-                predictor, ok,
-                lambda images: predictor.predict(images, classes, batch_size=batch_size,
-                                                 return_logits=args.save_logits),
+                predictor,
+                ok,
+                lambda images: predictor.predict(
+                    images, classes, batch_size=batch_size, return_logits=args.save_logits
+                ),
                 lambda image: predictor.predict(image, classes, return_logits=args.save_logits),
                 report,
             )
@@ -467,7 +582,9 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
         write_image(files.mask, mask_image(pred.labels, len(names)), overwrite=args.overwrite)
     if needed(files.overlay):
         picture = overlay(d.image, pred.labels, names, alpha=args.alpha)
-        write_image(files.overlay, picture, overwrite=args.overwrite, compress_level=1)  # fast; photos barely shrink
+        write_image(
+            files.overlay, picture, overwrite=args.overwrite, compress_level=1
+        )  # fast; photos barely shrink
     if needed(files.logits):
         write_array(files.logits, pred.logits.numpy().astype(np.float16), "npy", overwrite=args.overwrite)
     counts = np.bincount(pred.labels.ravel(), minlength=len(names))
@@ -479,18 +596,29 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
         "image_size": {"width": W, "height": H},
         "processed_size": dict(zip(("height", "width"), session.predictor.processed_size(H, W))),
         "labels": [
-            {"index": i, "name": names[i], "synonyms": list(classes[i]), "share": float(shares[i]),
-             "color": [int(c) for c in colors[i]]}
+            {
+                "index": i,
+                "name": names[i],
+                "synonyms": list(classes[i]),
+                "share": float(shares[i]),
+                "color": [int(c) for c in colors[i]],
+            }
             for i in range(len(names))
         ],
         "present": [int(i) for i in np.flatnonzero(counts)],
         "templates": session.predictor.templates,
-        "outputs": {k: p.name for k, p in
-                    (("mask", files.mask), ("overlay", files.overlay), ("logits", files.logits)) if p is not None},
+        "outputs": {
+            k: p.name
+            for k, p in (("mask", files.mask), ("overlay", files.overlay), ("logits", files.logits))
+            if p is not None
+        },
         "weights": session.weights,
         "preprocessing": session.protocol,
-        "timing": {"decode_s": round(d.seconds, 4), "inference_s": round(infer_s, 4),
-                   "write_s": round(time.perf_counter() - t0, 4)},
+        "timing": {
+            "decode_s": round(d.seconds, 4),
+            "inference_s": round(infer_s, 4),
+            "write_s": round(time.perf_counter() - t0, 4),
+        },
         "langseg_version": __version__,
     }
     if needed(files.record):

@@ -32,14 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML config (default with --resume: RUN/config.yaml)")
-    p.add_argument("--data-root", default=None, help="folder that relative dataset roots are resolved against")
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML config (default with --resume: RUN/config.yaml)"
+    )
+    p.add_argument(
+        "--data-root", default=None, help="folder that relative dataset roots are resolved against"
+    )
     p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                   help="continue the run in --out from checkpoints/last.ckpt (or from CKPT)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue the run in --out from checkpoints/last.ckpt (or from CKPT)",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.base_lr=0.01")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.base_lr=0.01"
+    )
     p.set_defaults(func=run)
 
 
@@ -50,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         import lightning  # noqa: F401
         import yaml
     except ModuleNotFoundError as e:
-        raise LangsegError(f"training needs the train extra ({e.name} is missing): pip install 'langseg[train]'") \
-            from None
+        raise LangsegError(
+            f"training needs the train extra ({e.name} is missing): pip install 'langseg[train]'"
+        ) from None
     from ..train.config import load_config
 
     out = args.out

@@ -29,7 +29,11 @@ def ade20k_labels(full_names: bool = False) -> tuple[str, ...]:
     Default: the official prompts (first word of each name, e.g. ``coffee`` for coffee table; ``screen``
     appears twice), which the official numbers were produced with. ``full_names=True``: whole names.
     """
-    rows = [ln.split("\t") for ln in _LABEL_FILE.read_text(encoding="utf-8").splitlines() if not ln.startswith("#")]
+    rows = [
+        ln.split("\t")
+        for ln in _LABEL_FILE.read_text(encoding="utf-8").splitlines()
+        if not ln.startswith("#")
+    ]
     return tuple(r[1] if full_names else r[0] for r in rows)
 
 

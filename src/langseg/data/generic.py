@@ -27,9 +27,12 @@ class GenericSegmentation:
         self.root = Path(root)
         labels_file = self.root / "labels.txt"
         if not labels_file.is_file():
-            raise DatasetError(f"{labels_file}: labels file not found (generic layout: labels.txt, images/, masks/)")
+            raise DatasetError(
+                f"{labels_file}: labels file not found (generic layout: labels.txt, images/, masks/)"
+            )
         self.label_synonyms = [
-            tuple(n.strip() for n in ln.split(";")) for ln in labels_file.read_text(encoding="utf-8").splitlines()
+            tuple(n.strip() for n in ln.split(";"))
+            for ln in labels_file.read_text(encoding="utf-8").splitlines()
             if ln.strip()
         ]
         if not self.label_synonyms:

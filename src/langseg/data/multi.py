@@ -66,8 +66,10 @@ def read_label_map(path: str | Path, source_labels: Sequence[str]) -> dict[str, 
             default = dst
             continue
         if src not in known:
-            raise DatasetError(f"{path}:{n}: {src!r} is not a label of this dataset (labels: "
-                               f"{', '.join(list(source_labels)[:12])}{', ...' if len(known) > 12 else ''})")
+            raise DatasetError(
+                f"{path}:{n}: {src!r} is not a label of this dataset (labels: "
+                f"{', '.join(list(source_labels)[:12])}{', ...' if len(known) > 12 else ''})"
+            )
         if src in mapping and mapping[src] != dst:
             raise DatasetError(f"{path}:{n}: {src!r} is mapped twice ({mapping[src]!r} and {dst!r})")
         mapping[src] = dst
@@ -93,7 +95,9 @@ def relabel(source_labels: Sequence[str], mapping: dict[str, str] | None) -> tup
     if not shared:
         raise DatasetError("the label mapping drops every class")
     if len(shared) >= IGNORE_INDEX or len(source_labels) >= IGNORE_INDEX:
-        raise DatasetError(f"at most {IGNORE_INDEX - 1} labels per dataset are supported, got {len(source_labels)}")
+        raise DatasetError(
+            f"at most {IGNORE_INDEX - 1} labels per dataset are supported, got {len(source_labels)}"
+        )
     return shared, lut
 
 
@@ -119,10 +123,14 @@ def unify(sources: Sequence[Source]) -> list[Source]:
     for s in sources:
         union += [n for n in s.labels if n not in union]
     if len(union) >= IGNORE_INDEX:
-        raise DatasetError(f"the union label set has {len(union)} labels; at most {IGNORE_INDEX - 1} are supported")
+        raise DatasetError(
+            f"the union label set has {len(union)} labels; at most {IGNORE_INDEX - 1} are supported"
+        )
     out = []
     for s in sources:
-        to_union = np.array([union.index(n) for n in s.labels] + [IGNORE_INDEX] * (256 - len(s.labels)), np.uint8)
+        to_union = np.array(
+            [union.index(n) for n in s.labels] + [IGNORE_INDEX] * (256 - len(s.labels)), np.uint8
+        )
         lut = np.where(s.lut == IGNORE_INDEX, IGNORE_INDEX, to_union[np.minimum(s.lut, 255)]).astype(np.uint8)
         out.append(Source(s.name, s.dataset, list(union), lut))
     return out

@@ -53,11 +53,15 @@ class ToyConfig:
         if self.size < 16:
             raise ValueError(f"toy size {self.size} is too small; use at least 16 pixels")
         if not 1 <= self.min_shapes <= self.max_shapes:
-            raise ValueError(f"toy shapes per scene: need 1 <= min_shapes <= max_shapes, got "
-                             f"{self.min_shapes}..{self.max_shapes}")
+            raise ValueError(
+                f"toy shapes per scene: need 1 <= min_shapes <= max_shapes, got "
+                f"{self.min_shapes}..{self.max_shapes}"
+            )
         if not 0 < self.min_radius <= self.max_radius < 0.5:
-            raise ValueError(f"toy radius fractions must satisfy 0 < min <= max < 0.5, got "
-                             f"{self.min_radius}..{self.max_radius}")
+            raise ValueError(
+                f"toy radius fractions must satisfy 0 < min <= max < 0.5, got "
+                f"{self.min_radius}..{self.max_radius}"
+            )
 
 
 def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -101,7 +105,10 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
     else:
         radii = [r * (1.25 if shape == "square" else 1.15)] * corners  # similar areas to the circle
     return [
-        (cx + rad * math.cos(angle + 2 * math.pi * k / corners), cy + rad * math.sin(angle + 2 * math.pi * k / corners))
+        (
+            cx + rad * math.cos(angle + 2 * math.pi * k / corners),
+            cy + rad * math.sin(angle + 2 * math.pi * k / corners),
+        )
         for k, rad in enumerate(radii)
     ]
 
@@ -183,7 +190,9 @@ def write_toy_dataset(
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(f"{out}: folder exists and is not empty; choose another folder or pass --overwrite")
+        raise DatasetError(
+            f"{out}: folder exists and is not empty; choose another folder or pass --overwrite"
+        )
     cfg = cfg or ToyConfig()
     for split, n in (("train", n_train), ("val", n_val)):
         if n < 0:
@@ -196,7 +205,9 @@ def write_toy_dataset(
         for i in range(n):
             sample = data[i]
             sample.image.save(out / "images" / split / f"{sample.name}.png")
-            Image.fromarray(sample.mask.astype(np.uint8), "L").save(out / "masks" / split / f"{sample.name}.png")
+            Image.fromarray(sample.mask.astype(np.uint8), "L").save(
+                out / "masks" / split / f"{sample.name}.png"
+            )
     (out / "labels.txt").write_text("\n".join(TOY_LABELS) + "\n", encoding="utf-8")
     log.info("wrote %d train and %d val toy scenes to %s", n_train, n_val, out)
     return out

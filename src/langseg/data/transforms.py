@@ -133,15 +133,21 @@ class JointTransform:
 
     def __init__(self, ops: Sequence[v2.Transform], mean: Sequence[float], std: Sequence[float]) -> None:
         self.ops = v2.Compose(
-            [*ops, v2.ToImage(), v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-             v2.Normalize(list(mean), list(std))]
+            [
+                *ops,
+                v2.ToImage(),
+                v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+                v2.Normalize(list(mean), list(std)),
+            ]
         )
 
     def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if mask.shape != (image.height, image.width):
             raise DatasetError(f"mask {mask.shape[::-1]} and image {image.size} differ in size")
         if mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
-            raise DatasetError(f"mask values must lie in 0..255 (255 = ignore), got {mask.min()}..{mask.max()}")
+            raise DatasetError(
+                f"mask values must lie in 0..255 (255 = ignore), got {mask.min()}..{mask.max()}"
+            )
         m = tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8)))  # uint8: resize/pad kernels support it
         img, m = self.ops(image, m)
         return img.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()

@@ -65,7 +65,8 @@ class EvalResult:
             "mIoU": mean,
             "mIoU_present": None if present != present else present,  # NaN -> None
             "per_class_iou": {
-                key: (None if v != v else float(v)) for key, v in zip(unique_keys(self.labels), per_class.tolist())
+                key: (None if v != v else float(v))
+                for key, v in zip(unique_keys(self.labels), per_class.tolist())
             },
         }
 
@@ -160,23 +161,41 @@ def evaluate(
     rank, world = rank_and_world()
     indices = list(range(start + rank, stop, world))
     loader = DataLoader(
-        Guarded(dataset, indices), batch_size=max(1, batch_size), num_workers=num_workers, collate_fn=collate_list
+        Guarded(dataset, indices),
+        batch_size=max(1, batch_size),
+        num_workers=num_workers,
+        collate_fn=collate_list,
     )
     done = start  # images covered by `conf` (single process)
     t0 = time.perf_counter()
-    bar = tqdm(total=len(indices), disable=not progress or rank != 0, desc="eval", unit="img", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(indices), disable=not progress or rank != 0, desc="eval", unit="img", dynamic_ncols=True
+    )
     for samples in map(raise_if_error, loader):
         preds = predictor.predict([s.image for s in samples], labels, batch_size=batch_size)
         for s, p in zip(samples, preds):
             if p.labels.shape != s.mask.shape:  # the predictor promises the input size
-                raise LangsegError(f"{s.name}: prediction {p.labels.shape} does not match mask {s.mask.shape}")
-            conf += confusion_matrix(torch.from_numpy(p.labels), torch.from_numpy(s.mask), K, dataset.ignore_index)
+                raise LangsegError(
+                    f"{s.name}: prediction {p.labels.shape} does not match mask {s.mask.shape}"
+                )
+            conf += confusion_matrix(
+                torch.from_numpy(p.labels), torch.from_numpy(s.mask), K, dataset.ignore_index
+            )
         done += len(samples)
         bar.update(len(samples))
         if progress and rank == 0:
-            bar.set_postfix(pixAcc=f"{pixel_accuracy(conf):.4f}", mIoU=f"{miou(conf)[0]:.4f}",
-                            present=f"{miou_present(conf):.4f}", refresh=False)
-        if checkpoint is not None and world == 1 and done < stop and (done - start) % checkpoint_every < len(samples):
+            bar.set_postfix(
+                pixAcc=f"{pixel_accuracy(conf):.4f}",
+                mIoU=f"{miou(conf)[0]:.4f}",
+                present=f"{miou_present(conf):.4f}",
+                refresh=False,
+            )
+        if (
+            checkpoint is not None
+            and world == 1
+            and done < stop
+            and (done - start) % checkpoint_every < len(samples)
+        ):
             checkpoint(EvalResult(conf.clone(), display_names(labels), done, time.perf_counter() - t0))
     bar.close()
     conf = all_reduce(conf)

@@ -118,8 +118,9 @@ def _check_files(episodes: list[Episode]) -> None:
         raise DatasetError(f"{missing[0]}: file of an episode not found{more}")
 
 
-def pascal5i(data_root: str | Path, fold: int, *, splits_dir: str | Path | None = None, episodes: int = 1000
-             ) -> FewShotBenchmark:
+def pascal5i(
+    data_root: str | Path, fold: int, *, splits_dir: str | Path | None = None, episodes: int = 1000
+) -> FewShotBenchmark:
     """PASCAL-5i fold ``fold``: episode ``k`` is entry ``k mod N`` of ``pascal/val/fold{f}.txt``."""
     root = Path(data_root)
     voc = _folder(root, "VOC2012", "JPEGImages")
@@ -141,14 +142,18 @@ def pascal5i(data_root: str | Path, fold: int, *, splits_dir: str | Path | None 
         for image, c in (entries[k % len(entries)] for k in range(episodes))
     ]
     _check_files(eps)
-    return FewShotBenchmark("pascal", fold, PASCAL_CLASSES, classes, {c: names[c] for c in classes}, eps, "voc")
+    return FewShotBenchmark(
+        "pascal", fold, PASCAL_CLASSES, classes, {c: names[c] for c in classes}, eps, "voc"
+    )
 
 
 class _ListsOnly(pickle.Unpickler):
     """Unpickles plain containers (and numpy scalars) only: a split file runs no code."""
 
     _ALLOWED = {("builtins", n) for n in ("dict", "list", "tuple", "set", "str", "int")} | {
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "dtype"),
     }
 
     def find_class(self, module: str, name: str):
@@ -188,8 +193,14 @@ def _coco_mask_path(coco: Path, image: str) -> Path:
     return coco / "annotations" / f"{stem}.png"
 
 
-def coco20i(data_root: str | Path, fold: int, *, splits_dir: str | Path | None = None, episodes: int = 1000,
-            seed: int = 0) -> FewShotBenchmark:
+def coco20i(
+    data_root: str | Path,
+    fold: int,
+    *,
+    splits_dir: str | Path | None = None,
+    episodes: int = 1000,
+    seed: int = 0,
+) -> FewShotBenchmark:
     """COCO-20i fold ``fold``: 1000 seeded (class, image) draws from ``coco/val/fold{f}.pkl``."""
     root = Path(data_root)
     coco = _folder(root, "COCO2014", "annotations")
@@ -223,12 +234,20 @@ def fss1000(data_root: str | Path, *, splits_dir: str | Path | None = None) -> F
         raise DatasetError(f"{fss}: no .jpg query images in the test classes")
     _check_files(eps)
     ids = [FSS_TEST_OFFSET + i for i in range(len(categories))]
-    return FewShotBenchmark("fss", 0, FSS_TEST_OFFSET + len(categories), ids, dict(zip(ids, categories)), eps,
-                            "binary")
+    return FewShotBenchmark(
+        "fss", 0, FSS_TEST_OFFSET + len(categories), ids, dict(zip(ids, categories)), eps, "binary"
+    )
 
 
-def load_benchmark(name: str, data_root: str | Path, fold: int = 0, *, splits_dir: str | Path | None = None,
-                   episodes: int = 1000, seed: int = 0) -> FewShotBenchmark:
+def load_benchmark(
+    name: str,
+    data_root: str | Path,
+    fold: int = 0,
+    *,
+    splits_dir: str | Path | None = None,
+    episodes: int = 1000,
+    seed: int = 0,
+) -> FewShotBenchmark:
     """Dispatch on ``name`` (``pascal``, ``coco`` or ``fss``)."""
     if not Path(data_root).is_dir():
         raise DatasetError(f"{data_root}: data root not found")
@@ -276,8 +295,9 @@ def resize_nearest(mask: np.ndarray, size: int) -> torch.Tensor:
 class EpisodeDataset(torch.utils.data.Dataset):
     """Episodes as tensors: normalized ``(3, S, S)`` image, ``(S, S)`` int64 target, bool ignore, class."""
 
-    def __init__(self, bench: FewShotBenchmark, mean: tuple[float, ...], std: tuple[float, ...],
-                 size: int = 480) -> None:
+    def __init__(
+        self, bench: FewShotBenchmark, mean: tuple[float, ...], std: tuple[float, ...], size: int = 480
+    ) -> None:
         self.bench, self.size = bench, size
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
@@ -290,10 +310,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
         img = read_rgb(ep.image)
         fg, ignore = read_episode_mask(ep.mask, self.bench.mask_kind, ep.class_id)
         if fg.shape != (img.height, img.width):
-            raise DatasetError(f"{ep.mask}: mask is {fg.shape[1]}x{fg.shape[0]} but the image is "
-                               f"{img.width}x{img.height}")
+            raise DatasetError(
+                f"{ep.mask}: mask is {fg.shape[1]}x{fg.shape[0]} but the image is {img.width}x{img.height}"
+            )
         img = img.resize((self.size, self.size), Image.BILINEAR)  # torchvision Resize((S, S)) on PIL
-        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255  # (3, S, S)
+        x = (
+            torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+        )  # (3, S, S)
         x = (x - self.mean) / self.std
         target = resize_nearest(fg, self.size).long()  # (S, S) {0, 1}
         ignore_t = resize_nearest(ignore.astype(np.uint8), self.size).bool()

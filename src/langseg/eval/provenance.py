@@ -39,12 +39,17 @@ def git_commit(start: Path | None = None) -> str | None:
     """The commit of the checkout holding this package (``+dirty`` if modified), or None outside git."""
     folder = start or Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
+        )
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
-            cwd=folder, capture_output=True, text=True, timeout=5,
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -56,7 +61,9 @@ def environment(device: torch.device | str, precision: str) -> dict[str, Any]:
     from .. import __version__
 
     dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    name = (
+        torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    )
     return {
         "langseg_version": __version__,
         "git_commit": git_commit(),

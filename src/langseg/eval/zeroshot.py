@@ -81,13 +81,23 @@ def evaluate_zeroshot(
     meter = FewShotMeter(bench.num_classes, bench.class_ids)
     stop = len(bench.episodes) if limit is None else min(int(limit), len(bench.episodes))
     rank, world = rank_and_world()
-    data = Guarded(EpisodeDataset(bench, model.config.mean, model.config.std, image_size), range(rank, stop, world))
+    data = Guarded(
+        EpisodeDataset(bench, model.config.mean, model.config.std, image_size), range(rank, stop, world)
+    )
     loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_tensors)
-    autocast = (torch.autocast(device.type, dtype=_DTYPES[precision]) if precision != "fp32"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=_DTYPES[precision])
+        if precision != "fp32"
+        else contextlib.nullcontext()
+    )
     t0 = time.perf_counter()
-    bar = tqdm(total=len(data), disable=not progress or rank != 0, desc=f"{bench.name} fold {bench.fold}",
-               unit="ep", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(data),
+        disable=not progress or rank != 0,
+        desc=f"{bench.name} fold {bench.fold}",
+        unit="ep",
+        dynamic_ncols=True,
+    )
     for images, target, ignore, class_ids in map(raise_if_error, loader):
         with torch.inference_mode(), autocast:
             logits = model(images.to(device), label_pairs(text, rows, class_ids))  # (B, 2, S, S)

@@ -22,9 +22,13 @@ from .vit import ResNetEncoder, ViTEncoder
 
 DEMO_LABELS = ("dog", "grass", "other")  # the official demo's default label text
 CLIP_VIT_B32 = TextConfig(width=512, layers=12, heads=8, embed_dim=512)
-CLIP_VIT_B32_VISUAL = ClipVisualConfig(kind="vit", image_size=224, width=768, layers=12, heads=12, patch_size=32)
+CLIP_VIT_B32_VISUAL = ClipVisualConfig(
+    kind="vit", image_size=224, width=768, layers=12, heads=12, patch_size=32
+)
 CLIP_RN50X16 = TextConfig(width=768, layers=12, heads=12, embed_dim=768)
-CLIP_RN50X16_VISUAL = ClipVisualConfig(kind="resnet", image_size=384, width=96, layers=(6, 8, 18, 8), heads=48)
+CLIP_RN50X16_VISUAL = ClipVisualConfig(
+    kind="resnet", image_size=384, width=96, layers=(6, 8, 18, 8), heads=48
+)
 
 
 def build_lseg(config: LSegConfig, *, fused_attn: bool = True) -> LSeg:
@@ -63,7 +67,9 @@ def lseg_vitl16_384(**overrides: Any) -> LSegConfig:
 def lseg_vitb32_384(**overrides: Any) -> LSegConfig:
     """ViT-B/32 image encoder, CLIP ViT-B/32 text encoder (the paper's ablations)."""
     vit = ViTConfig(patch_size=32, embed_dim=768, depth=12, num_heads=12, hooks=(2, 5, 8, 11))
-    return _vitl16_config(name="lseg_vitb32_384", vit=vit, reassemble_channels=(96, 192, 384, 768), **overrides)
+    return _vitl16_config(
+        name="lseg_vitb32_384", vit=vit, reassemble_channels=(96, 192, 384, 768), **overrides
+    )
 
 
 def lseg_rn50x16_vitl16_384(**overrides: Any) -> LSegConfig:
@@ -102,7 +108,9 @@ def lseg_tiny(**overrides: Any) -> LSegConfig:
     """
     cfg = LSegConfig(
         name="lseg_tiny",
-        vit=ViTConfig(patch_size=16, embed_dim=64, depth=4, num_heads=1, img_size=64, hooks=(0, 1, 2, 3), num_classes=0),
+        vit=ViTConfig(
+            patch_size=16, embed_dim=64, depth=4, num_heads=1, img_size=64, hooks=(0, 1, 2, 3), num_classes=0
+        ),
         reassemble_channels=(16, 32, 64, 64),
         features=32,
         text=TextConfig(width=32, layers=2, heads=1, embed_dim=32),

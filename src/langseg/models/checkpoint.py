@@ -34,7 +34,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 
-
 class CheckpointError(LangsegError, RuntimeError):
     """A weights file that cannot be read or does not fit the network."""
 
@@ -117,7 +116,9 @@ def _rename(key: str, to_official: bool) -> str:
         for official, ours, offset in table:
             src, dst, shift = (ours, official, offset) if to_official else (official, ours, -offset)
             rx = _template_regex(src, anchored)
-            new = rx.sub(lambda m, dst=dst, shift=shift: dst.format(*(int(g) + shift for g in m.groups())), key)
+            new = rx.sub(
+                lambda m, dst=dst, shift=shift: dst.format(*(int(g) + shift for g in m.groups())), key
+            )
             if new != key:
                 key = new
                 if anchored:
@@ -242,11 +243,18 @@ def load_weights(model: LSeg, sd: Mapping[str, torch.Tensor], source: str = "<we
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = [f"{source} does not fit the {model.config.name} network"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        ):
             if items:
                 shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
                 parts.append(f"{title}: {shown}")
@@ -268,7 +276,11 @@ def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
 
 
 def save_pretrained(
-    model: LSeg, out_dir: str | Path, *, dtype: torch.dtype | None = None, extra: Mapping[str, Any] | None = None
+    model: LSeg,
+    out_dir: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` atomically."""
     out_dir = Path(out_dir)
@@ -306,7 +318,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: not a readable config.json: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
-        raise CheckpointError(f"{path}: not a langseg config (expected format {FORMAT!r} and a 'model' entry)")
+        raise CheckpointError(
+            f"{path}: not a langseg config (expected format {FORMAT!r} and a 'model' entry)"
+        )
     return meta
 
 
@@ -328,7 +342,9 @@ def load_pretrained(path: str | Path) -> LSeg:
     try:
         sd = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(f"{weights}: not a readable safetensors file (truncated or corrupt?): {e}") from None
+        raise CheckpointError(
+            f"{weights}: not a readable safetensors file (truncated or corrupt?): {e}"
+        ) from None
     model = build_lseg(cfg)
     load_weights(model, sd, str(weights))
     model.meta = meta  # where the weights came from, for records
@@ -362,7 +378,9 @@ def convert_official(
     if drop_unused:
         model = drop_unused_parts(model)
         dropped = ["text_encoder.visual", "image_encoder.vit.head"]
-    return save_pretrained(model, out_dir, dtype=dtype, extra={"source": str(Path(src).name), "dropped": dropped})
+    return save_pretrained(
+        model, out_dir, dtype=dtype, extra={"source": str(Path(src).name), "dropped": dropped}
+    )
 
 
 def drop_unused_parts(model: LSeg) -> LSeg:
@@ -440,7 +458,9 @@ def load_timm_vit_weights(model: LSeg, path: str | Path) -> None:
     if "pos_embed" in sd and sd["pos_embed"].shape != own["pos_embed"].shape:
         g = int(round((own["pos_embed"].shape[1] - 1) ** 0.5))
         sd["pos_embed"] = resize_pos_embed(sd["pos_embed"].float(), (g, g))
-    if "head.weight" in sd and ("head.weight" not in own or sd["head.weight"].shape != own["head.weight"].shape):
+    if "head.weight" in sd and (
+        "head.weight" not in own or sd["head.weight"].shape != own["head.weight"].shape
+    ):
         sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
         sd.update({k: v for k, v in own.items() if k.startswith("head.")})
     missing = [k for k in own if k not in sd]
@@ -448,6 +468,8 @@ def load_timm_vit_weights(model: LSeg, path: str | Path) -> None:
         raise CheckpointError(f"{path}: not a timm ViT file for this trunk; missing keys: {missing[:8]}")
     bad = [k for k in own if sd[k].shape != own[k].shape]
     if bad:
-        raise CheckpointError(f"{path}: ViT shapes do not fit: " + ", ".join(
-            f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:8]))
+        raise CheckpointError(
+            f"{path}: ViT shapes do not fit: "
+            + ", ".join(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in bad[:8])
+        )
     vit.load_state_dict({k: sd[k] for k in own}, strict=True)

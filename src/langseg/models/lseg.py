@@ -156,7 +156,13 @@ class LSeg(nn.Module):
         """
         prompts, owner = expand_prompts(labels, templates)
         device = self.pixel_embed.weight.device
-        key = (tuple(prompts), tuple(owner), device, self.text_encoder.token_embedding.weight.dtype, self.numerics)
+        key = (
+            tuple(prompts),
+            tuple(owner),
+            device,
+            self.text_encoder.token_embedding.weight.dtype,
+            self.numerics,
+        )
         with self._text_lock:
             hit = self._text_cache.get(key)
             if hit is not None:

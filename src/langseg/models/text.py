@@ -31,7 +31,11 @@ def build_clip_visual(cfg: ClipVisualConfig, embed_dim: int) -> nn.Module:
         )
     if cfg.kind == "resnet":
         return ModifiedResNet(
-            layers=list(cfg.layers), output_dim=embed_dim, heads=cfg.heads, image_size=cfg.image_size, width=cfg.width
+            layers=list(cfg.layers),
+            output_dim=embed_dim,
+            heads=cfg.heads,
+            image_size=cfg.image_size,
+            width=cfg.width,
         )
     raise ValueError(f"unknown CLIP visual tower {cfg.kind!r}; expected 'vit' or 'resnet'")
 
@@ -115,8 +119,15 @@ def clip_fp16(encoder: CLIPTextEncoder) -> CLIPTextEncoder:
         if isinstance(module, nn.Linear):
             module.half()
         elif isinstance(module, nn.MultiheadAttention):
-            for name in ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight",
-                         "bias_k", "bias_v"):
+            for name in (
+                "in_proj_weight",
+                "in_proj_bias",
+                "q_proj_weight",
+                "k_proj_weight",
+                "v_proj_weight",
+                "bias_k",
+                "bias_v",
+            ):
                 param = getattr(module, name, None)
                 if param is not None:
                     param.data = param.data.half()

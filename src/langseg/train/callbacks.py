@@ -69,10 +69,16 @@ class RunCheckpoints(Callback):
         self.best_step = int(state.get("best_step", -1))
 
     # ------------------------------------------------------------------------------- hooks
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._last_saved_step:
+        if (
+            self.every_n_steps > 0
+            and step > 0
+            and step % self.every_n_steps == 0
+            and step != self._last_saved_step
+        ):
             self.save_last(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,13 +94,21 @@ class RunCheckpoints(Callback):
         self.best, self.best_step = value, trainer.global_step
         if trainer.is_global_zero:
             save_pretrained_atomic(pl_module.model, self.run_dir / "best", self._extra(trainer))
-            log.info("best %s = %.4f at step %d -> %s", self.monitor, value, self.best_step, self.run_dir / "best")
+            log.info(
+                "best %s = %.4f at step %d -> %s", self.monitor, value, self.best_step, self.run_dir / "best"
+            )
 
     # ------------------------------------------------------------------------------ saving
     def _extra(self, trainer: L.Trainer) -> dict[str, Any]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        return {"train": {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                          "metrics": metrics, "run": str(self.run_dir)}}
+        return {
+            "train": {
+                "epoch": trainer.current_epoch,
+                "global_step": trainer.global_step,
+                "metrics": metrics,
+                "run": str(self.run_dir),
+            }
+        }
 
     def save_last(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Full Lightning state to ``checkpoints/last.ckpt`` and the weights to ``last/`` (all ranks call)."""

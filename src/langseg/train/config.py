@@ -310,8 +310,10 @@ def validate(cfg: TrainConfig) -> None:
     if t.max_epochs < 1 and t.max_steps < 1:
         raise ConfigError("set trainer.max_epochs or trainer.max_steps")
     if o.schedule == "epoch" and t.max_steps > 0:
-        raise ConfigError("optim.schedule=epoch needs trainer.max_steps=-1 (the poly factor runs over epochs); "
-                          "use optim.schedule=step with max_steps")
+        raise ConfigError(
+            "optim.schedule=epoch needs trainer.max_steps=-1 (the poly factor runs over epochs); "
+            "use optim.schedule=step with max_steps"
+        )
     if o.base_lr <= 0 or o.lr_reference_batch < 1:
         raise ConfigError("optim.base_lr must be positive and optim.lr_reference_batch >= 1")
     if t.accumulate_grad_batches < 1:

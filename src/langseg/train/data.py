@@ -45,8 +45,10 @@ def open_dataset(spec: DatasetSpec, split: str | None, data_root: str | None):
         return ToySegmentation(n, split or "train", cfg)
     root = resolve_root(spec, data_root)
     if not root.exists():
-        raise DatasetError(f"{root}: dataset {spec.name!r} not found (kind {spec.kind}; set data.root / --data-root "
-                           "or the dataset's root)")
+        raise DatasetError(
+            f"{root}: dataset {spec.name!r} not found (kind {spec.kind}; set data.root / --data-root "
+            "or the dataset's root)"
+        )
     if spec.kind == "ade20k":
         from ..data.ade20k import ADE20K
 
@@ -83,8 +85,11 @@ class SegDataModule(L.LightningDataModule):
         self.mean, self.std = tuple(mean), tuple(std)
         self.augment = AugmentConfig(cfg.base_size, cfg.crop_size, tuple(cfg.scale_range), cfg.flip)
         self.train_sources = [_source(s, s.train_split, cfg.root) for s in cfg.datasets]
-        self.val_sources = [_source(s, s.val_split, cfg.root, cfg.max_val_samples)
-                            for s in cfg.datasets if s.val_split is not None]
+        self.val_sources = [
+            _source(s, s.val_split, cfg.root, cfg.max_val_samples)
+            for s in cfg.datasets
+            if s.val_split is not None
+        ]
         for spec, train in zip(cfg.datasets, self.train_sources):
             val = next((v for v in self.val_sources if v.name == spec.name), None)
             pairs = getattr(train.dataset, "pairs", None)
@@ -96,7 +101,10 @@ class SegDataModule(L.LightningDataModule):
                 )
         if cfg.label_space == "union":
             union = unify(self.train_sources + self.val_sources)
-            self.train_sources, self.val_sources = union[: len(self.train_sources)], union[len(self.train_sources):]
+            self.train_sources, self.val_sources = (
+                union[: len(self.train_sources)],
+                union[len(self.train_sources) :],
+            )
         for s in self.train_sources + self.val_sources:
             log.info("dataset %s: %d samples, %d labels", s.name, len(s.dataset), len(s.labels))
 
@@ -126,8 +134,13 @@ class SegDataModule(L.LightningDataModule):
         rank, world = self._rank_world()
         data = TrainingSet(self.train_sources, train_transform(self.augment, self.mean, self.std))
         sampler = GroupedBatchSampler(
-            [len(s.dataset) for s in self.train_sources], self.cfg.batch_size, shuffle=True,
-            drop_last=self.cfg.drop_last, seed=self.seed, rank=rank, world_size=world,
+            [len(s.dataset) for s in self.train_sources],
+            self.cfg.batch_size,
+            shuffle=True,
+            drop_last=self.cfg.drop_last,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
         )
         return ResumableLoader(data, sampler, **self._loader_kwargs())
 
@@ -140,8 +153,13 @@ class SegDataModule(L.LightningDataModule):
         if sum(sizes) < world:
             raise DatasetError(f"{sum(sizes)} validation samples cannot be shared by {world} processes")
         sampler = GroupedBatchSampler(
-            sizes, self.cfg.val_batch_size or self.cfg.batch_size, shuffle=False, seed=self.seed,
-            rank=rank, world_size=world, pad=False, shard_samples=True,
+            sizes,
+            self.cfg.val_batch_size or self.cfg.batch_size,
+            shuffle=False,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            pad=False,
+            shard_samples=True,
         )
         return DataLoader(data, batch_sampler=sampler, **self._loader_kwargs())
-

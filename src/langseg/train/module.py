@@ -19,7 +19,9 @@ from .params import build_optimizer
 from .schedule import PolyLambda
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def segmentation_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """``(B, K, H, W)`` logits, ``(B, H, W)`` int64 target -> mean cross-entropy over labeled pixels.
 
     A batch without any labeled pixel gives a zero loss that is still attached to the graph (plain
@@ -88,7 +90,9 @@ class LSegTrainModule(L.LightningModule):
         loss = segmentation_loss(logits, target)
         with torch.no_grad():
             labeled = target != IGNORE_INDEX
-            acc = (logits.argmax(1) == target)[labeled].float().mean() if labeled.any() else loss.new_zeros(())
+            acc = (
+                (logits.argmax(1) == target)[labeled].float().mean() if labeled.any() else loss.new_zeros(())
+            )
         B = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         self.log("train/acc", acc, prog_bar=False, batch_size=B)
@@ -99,7 +103,9 @@ class LSegTrainModule(L.LightningModule):
 
     # -------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._conf = [torch.zeros(len(s), len(s), dtype=torch.long, device=self.device) for s in self.val_label_sets]
+        self._conf = [
+            torch.zeros(len(s), len(s), dtype=torch.long, device=self.device) for s in self.val_label_sets
+        ]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         src = self._source(batch)
@@ -133,5 +139,7 @@ class LSegTrainModule(L.LightningModule):
             total, interval = self.cfg.trainer.max_epochs, "epoch"
         else:
             total, interval = int(self.trainer.estimated_stepping_batches), "step"
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLambda(total, o.poly_power, o.warmup_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, PolyLambda(total, o.poly_power, o.warmup_steps)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -68,15 +68,23 @@ def param_groups(model: nn.Module, lr: float, decoder_mult: float) -> list[dict]
             other.append(name)
     if other:
         raise ValueError(f"trainable parameters outside the encoder/decoder groups: {other[:8]}")
-    groups = [{"params": enc, "lr": lr, "name": "encoder"}, {"params": dec, "lr": lr * decoder_mult, "name": "decoder"}]
+    groups = [
+        {"params": enc, "lr": lr, "name": "encoder"},
+        {"params": dec, "lr": lr * decoder_mult, "name": "decoder"},
+    ]
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int) -> torch.optim.Optimizer:
     groups = param_groups(model, effective_lr(cfg, batch_size), cfg.decoder_lr_mult)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        return torch.optim.SGD(
+            groups,
+            lr=groups[0]["lr"],
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
+        )
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=groups[0]["lr"], weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected 'sgd' or 'adamw'")

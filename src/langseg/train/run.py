@@ -63,11 +63,15 @@ def build_model(spec: ModelSpec) -> LSeg:
             cfg = LSegConfig.from_dict(_merge(cfg.to_dict(), spec.overrides))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model: {e}") from None
-    for key, path, what in (("vit_weights", spec.vit_weights, "a timm ViT checkpoint"),
-                            ("clip_weights", spec.clip_weights, "an OpenAI CLIP file such as ViT-B-32.pt")):
+    for key, path, what in (
+        ("vit_weights", spec.vit_weights, "a timm ViT checkpoint"),
+        ("clip_weights", spec.clip_weights, "an OpenAI CLIP file such as ViT-B-32.pt"),
+    ):
         if path and not Path(path).expanduser().is_file():
-            raise ConfigError(f"model.{key}: {path} not found (expected {what}; see docs/training.md, "
-                              f"or set model.{key}=null to start from random weights)")
+            raise ConfigError(
+                f"model.{key}: {path} not found (expected {what}; see docs/training.md, "
+                f"or set model.{key}=null to start from random weights)"
+            )
     model = build_lseg(cfg)
     if spec.vit_weights:
         load_timm_vit_weights(model, Path(spec.vit_weights).expanduser())
@@ -92,8 +96,11 @@ def _loggers(cfg: TrainConfig, run_dir: Path) -> list:
     try:
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard",
-                                         default_hp_metric=False))
+        loggers.append(
+            TensorBoardLogger(
+                save_dir=str(run_dir), name="logs", version="tensorboard", default_hp_metric=False
+            )
+        )
     except ModuleNotFoundError:  # tensorboard is optional
         log.warning("tensorboard is not installed; logging to CSV only")
     loggers.append(CSVLogger(save_dir=str(run_dir), name="logs", version=_csv_version(run_dir)))
@@ -144,8 +151,10 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: Sequence[L.Callback
         enable_checkpointing=False,  # RunCheckpoints writes the checkpoints
         use_distributed_sampler=False,  # GroupedBatchSampler shards by rank itself
         logger=_loggers(cfg, run_dir),
-        callbacks=[RunCheckpoints(run_dir, every_n_steps=t.checkpoint_every_n_steps, monitor=cfg.monitor),
-                   *callbacks],
+        callbacks=[
+            RunCheckpoints(run_dir, every_n_steps=t.checkpoint_every_n_steps, monitor=cfg.monitor),
+            *callbacks,
+        ],
         **kwargs,
     )
 
@@ -159,7 +168,9 @@ def find_resume(run_dir: Path, resume: bool | str | Path) -> Path | None:
             raise ConfigError(f"{path}: no checkpoint to resume from (a run saves checkpoints/last.ckpt)")
         return path
     if last.exists() or (run_dir / "last").exists():
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
     return None
 
 
