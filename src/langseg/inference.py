@@ -100,11 +100,12 @@ def single_scale(fn: MapFn, image: torch.Tensor, value: torch.Tensor, multiple: 
 
 
 def scale_size(h: int, w: int, scale: float, base_size: int) -> tuple[int, int]:
-    """The official resized (height, width): long side ``ceil(base*scale)``, short side rounded half up."""
-    long = int(math.ceil(base_size * scale))
+    """The official resized (height, width): long side ``ceil(base*scale)``, short side rounded half up
+    (at least one pixel: the official code would make an empty image of a very thin one)."""
+    long = max(1, int(math.ceil(base_size * scale)))
     if h > w:
-        return long, int(1.0 * w * long / h + 0.5)
-    return int(1.0 * h * long / w + 0.5), long
+        return long, max(1, int(1.0 * w * long / h + 0.5))
+    return max(1, int(1.0 * h * long / w + 0.5)), long
 
 
 @dataclass

@@ -25,14 +25,37 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+BAND_BYTES = 16 * 2**20  # float32 bytes of one band of full-resolution logits (K x rows x W)
+
+
 @dataclass
 class Prediction:
-    """Result for one image at its original (EXIF-upright) size."""
+    """Result for one image at its original (EXIF-upright) size.
+
+    With ``return_logits`` the network's logits are kept at the size the network saw (bounded by
+    ``max_side``); :attr:`logits` upsamples them to the original size on access (``K x H x W``
+    float32, as much memory as that takes), :meth:`logit_rows` streams them in bands of rows.
+    """
 
     labels: np.ndarray  # (H, W) int32 index into `label_names`
     scores: np.ndarray  # (H, W) float32 softmax probability of the chosen label
     label_names: list[str]  # display name of each index
-    logits: torch.Tensor | None = None  # (K, H, W) float32 on the CPU, when asked for
+    processed_logits: torch.Tensor | None = None  # (K, h, w) float32 on the CPU, when asked for
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        """``(K, H, W)`` float32 logits at the original size (``None`` unless asked for)."""
+        if self.processed_logits is None:
+            return None
+        return upsample_rows(self.processed_logits, self.labels.shape, 0, self.labels.shape[0])
+
+    def logit_rows(self, band_bytes: int = BAND_BYTES) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(y0, y1, (K, y1 - y0, W) float32)`` bands of the full-size logits, top to bottom."""
+        if self.processed_logits is None:
+            raise ValueError("no logits kept; predict with return_logits=True")
+        size = self.labels.shape
+        for y0, y1 in row_bands(size, len(self.label_names), band_bytes):
+            yield y0, y1, upsample_rows(self.processed_logits, size, y0, y1)
 
     def shares(self) -> dict[str, float]:
         """Fraction of pixels per label (every label listed, summing to 1)."""
@@ -197,15 +220,21 @@ class LSegPredictor:
     def _finish(
         self, logits: torch.Tensor, size: tuple[int, int], names: list[str], keep: bool
     ) -> Prediction:
-        if logits.shape[-2:] != size:  # the image was shrunk by max_side
-            logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=True)[0]
-        prob = logits.softmax(dim=0)
-        score, index = prob.max(dim=0)
-        return Prediction(
-            labels=index.to(torch.int32).cpu().numpy(),
-            scores=score.float().cpu().numpy(),
-            label_names=names,
-            logits=logits.cpu() if keep else None,
+        labels, scores = label_map(logits, size)
+        return Prediction(labels, scores, names, logits.float().cpu() if keep else None)
+
+    def memory_estimate(self, height: int, width: int, n_labels: int, *, images: int = 1) -> int:
+        """Bytes of host (or device) memory one ``height x width`` image with ``n_labels`` labels needs
+        beyond the loaded model, under this predictor's settings (an upper estimate, see
+        ``docs/performance.md``). ``images``: that many such images in one network call."""
+        return memory_estimate(
+            self.model.config,
+            (height, width),
+            self.processed_size(height, width),
+            n_labels,
+            multi_scale=self.multi_scale,
+            flip=self.flip,
+            images=images,
         )
 
     def features(
@@ -265,6 +294,117 @@ class LSegPredictor:
                     e = F.interpolate(e[None], size=out_size, mode="bilinear", align_corners=True)[0]
                 feats.append(F.normalize(e, dim=0))
         return [f.contiguous() for f in feats]
+
+
+# ----------------------------------------------------------------- bounded full-size outputs
+def row_bands(
+    size: tuple[int, int], channels: int, band_bytes: int = BAND_BYTES
+) -> Iterator[tuple[int, int]]:
+    """``(y0, y1)`` bands of rows of an ``H x W`` map such that ``channels x rows x W`` float32 fit in
+    ``band_bytes`` (at least one row per band)."""
+    H, W = size
+    rows = max(1, band_bytes // max(1, 4 * channels * W))
+    for y0 in range(0, H, rows):
+        yield y0, min(y0 + rows, H)
+
+
+def upsample_rows(logits: torch.Tensor, size: tuple[int, int], y0: int, y1: int) -> torch.Tensor:
+    """Rows ``y0:y1`` of ``F.interpolate(logits[None], size, "bilinear", align_corners=True)[0]``,
+    computed from the source rows they need only: ``(K, h, w) -> (K, y1 - y0, W)``.
+
+    Source positions and weights are those of PyTorch's kernel (float32 ``(h - 1) / (H - 1)`` steps);
+    values agree with the full-size call to float rounding (a few 1e-7 relative).
+    """
+    K, h, w = logits.shape
+    H, W = size
+    if (h, w) == (H, W):
+        return logits[:, y0:y1]
+    if h == H:
+        return F.interpolate(logits[None, :, y0:y1], size=(y1 - y0, W), mode="bilinear", align_corners=True)[
+            0
+        ]
+    step = torch.tensor(h - 1, dtype=torch.float32) / (H - 1) if H > 1 else torch.tensor(0.0)
+    pos = torch.arange(y0, y1, dtype=torch.float32) * step  # source row of each output row
+    top = pos.floor().long().clamp(max=h - 1)
+    bottom = torch.where(top < h - 1, top + 1, top)
+    weight = (pos - top.float()).clamp(0, 1).to(logits.device)[None, :, None]
+    lo, hi = int(top[0]), int(bottom[-1]) + 1
+    rows = logits[None, :, lo:hi]  # only the source rows this band reads, widened to W
+    if w != W:
+        rows = F.interpolate(rows, size=(hi - lo, W), mode="bilinear", align_corners=True)
+    rows = rows[0]
+    top, bottom = (top - lo).to(logits.device), (bottom - lo).to(logits.device)
+    return rows[:, top] * (1 - weight) + rows[:, bottom] * weight
+
+
+def label_map(
+    logits: torch.Tensor, size: tuple[int, int], band_bytes: int = BAND_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(K, h, w)`` logits -> the ``(H, W)`` int32 argmax and float32 softmax score at ``size``.
+
+    The same result as upsampling all ``K`` maps to ``size`` and taking ``softmax(0).max(0)``, computed
+    in bands of rows: memory is bounded by ``band_bytes``, not by ``K x H x W``.
+    """
+    H, W = size
+    labels = np.empty((H, W), dtype=np.int32)
+    scores = np.empty((H, W), dtype=np.float32)
+    for y0, y1 in row_bands(size, logits.shape[0], band_bytes):
+        # labels last: each pixel's softmax is computed alone, the same whatever the band size
+        band = upsample_rows(logits, size, y0, y1).permute(1, 2, 0).contiguous()
+        score, index = band.softmax(dim=-1).max(dim=-1)
+        del band
+        labels[y0:y1] = index.to(torch.int32).cpu().numpy()
+        scores[y0:y1] = score.float().cpu().numpy()
+    return labels, scores
+
+
+def available_memory() -> int:
+    """Bytes the system can give this process now without swapping (``psutil``'s "available")."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def memory_estimate(
+    config,
+    size: tuple[int, int],
+    processed: tuple[int, int],
+    n_labels: int,
+    *,
+    multi_scale: MultiScaleConfig | None = None,
+    flip: bool = False,
+    images: int = 1,
+) -> int:
+    """Upper estimate of the bytes one prediction needs beyond the model (see ``docs/performance.md``).
+
+    * per original pixel: the decoded image, its network copy, label map, scores and their encodings
+      (``PIXEL_BYTES``), whatever the label count;
+    * the logits at the size the network sees (bounded by ``max_side``), a few copies, and one band
+      of full-size rows (``BAND_BYTES``);
+    * the network's activations at the size it sees (or at the window size with windows).
+    """
+    H, W = size
+    h, w = processed
+    h32, w32 = -(-h // 32) * 32, -(-w // 32) * 32
+    dim = config.text.embed_dim
+    per_net_px = 2 * (config.features + dim) + 5 * n_labels  # decoder maps, embeddings, logits
+    if multi_scale is None:
+        net = per_net_px * h32 * w32 * (2 if flip else 1)
+        maps = 3 * 4 * n_labels * h * w  # logits, their softmax and a spare copy at the network's size
+    else:
+        crop = multi_scale.crop_size
+        net = per_net_px * crop * crop * multi_scale.batch_size * (2 if multi_scale.flip else 1)
+        base = multi_scale.base_size or max(h, w)
+        maps = 3 * 4 * n_labels * h * w
+        for s in multi_scale.scales:
+            long = math.ceil(base * s)
+            short = max(1, round(min(h, w) * long / max(h, w)))
+            maps += 4 * (n_labels + 1) * max(long, crop) * max(short, crop)  # accumulator and count
+    band = 3 * min(max(BAND_BYTES, 4 * n_labels * W), 4 * n_labels * H * W)  # rows, softmax, copy
+    return images * (PIXEL_BYTES * H * W + net + maps) + band
+
+
+PIXEL_BYTES = 40  # per original pixel: RGB in, float input, int32 labels, float32 scores, outputs
 
 
 def _feature_size(
