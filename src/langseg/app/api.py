@@ -1,7 +1,12 @@
 """HTTP API: ``GET /api/info``, ``POST /api/segment``, ``POST /api/features`` (multipart forms in, JSON out).
 
-Errors answer JSON ``{"error": message, "kind": ...}`` with 400 (bad image or form), 413 (too large),
-422 (bad labels or options), 502 (remote backend down) or 503 (queue full).
+Errors answer JSON ``{"error": message, "kind": ...}`` with 400 (bad image or form), 404 (no such
+route), 405 (wrong method), 413 (too large, or over the memory budget whatever the labels), 422 (bad
+labels or options, or over the memory budget with these labels or this protocol), 502 (remote
+backend down) or 503 (queue full). Messages quote at most :data:`MAX_MESSAGE` characters.
+
+At most ``concurrency + queue_size`` uploads are received at once; a request beyond that is answered
+503 before its body is read, so the memory held by uploads is bounded by the settings.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from starlette.datastructures import UploadFile
 
 from ..errors import LabelError, LangsegError
 from ..io import ImageError
-from .backend import Backend, BackendError, BusyError
+from .backend import Backend, BackendError, BudgetError, BusyError
 from .codec import ImageTooLargeError, b64encode, encode_array, encode_image_png, encode_mask_png
 from .config import AppConfig
 
@@ -26,6 +31,13 @@ log = logging.getLogger(__name__)
 FORM_OVERHEAD = 64 * 1024  # bytes a multipart body may carry beyond the image itself
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+MAX_MESSAGE = 500  # characters of an error message sent back (user text is never echoed in full)
+ROUTES = {"/api/info": "GET", "/api/segment": "POST", "/api/features": "POST"}
+
+
+def short_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to ``limit`` characters, saying so when it was cut."""
+    return text if len(text) <= limit else text[: limit - 20] + " ... (message cut)"
 
 
 class RequestError(LangsegError):
@@ -41,6 +53,8 @@ def error_response(exc: Exception) -> JSONResponse:
     """An exception -> JSON error with the matching HTTP status."""
     if isinstance(exc, RequestError):
         status, kind = exc.status, exc.kind
+    elif isinstance(exc, BudgetError):
+        status, kind = (413 if exc.image_alone else 422), "budget"
     elif isinstance(exc, ImageTooLargeError):
         status, kind = 413, "too_large"
     elif isinstance(exc, ImageError):
@@ -56,7 +70,7 @@ def error_response(exc: Exception) -> JSONResponse:
     else:
         log.exception("internal error while answering an API request")
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "internal"}, 500)
-    return JSONResponse({"error": str(exc), "kind": kind}, status)
+    return JSONResponse({"error": short_message(str(exc)), "kind": kind}, status)
 
 
 async def read_form(request: Request, config: AppConfig) -> tuple[bytes, str, str | None, str | None]:
@@ -115,6 +129,7 @@ def parse_bool(text: str | None, name: str) -> bool:
 def build_router(backend: Backend, config: AppConfig) -> APIRouter:
     """The API routes, answering from ``backend`` (local model or remote service)."""
     router = APIRouter(prefix="/api")
+    uploads = router.uploads = Admission(config.concurrency + config.queue_size)
 
     @router.get("/info")
     def info() -> JSONResponse:
@@ -126,9 +141,12 @@ def build_router(backend: Backend, config: AppConfig) -> APIRouter:
     @router.post("/segment")
     async def segment(request: Request) -> JSONResponse:
         try:
-            data, name, labels, multi = await read_form(request, config)
-            multi_scale = parse_bool(multi, "multi_scale")
-            result = await run_in_threadpool(lambda: backend.segment(data, labels, multi_scale, name=name))
+            with uploads:
+                data, name, labels, multi = await read_form(request, config)
+                multi_scale = parse_bool(multi, "multi_scale")
+                result = await run_in_threadpool(
+                    lambda: backend.segment(data, labels, multi_scale, name=name)
+                )
             H, W = result.mask.shape
             return JSONResponse(
                 {
@@ -147,8 +165,9 @@ def build_router(backend: Backend, config: AppConfig) -> APIRouter:
     @router.post("/features")
     async def features(request: Request) -> JSONResponse:
         try:
-            data, name, labels, _ = await read_form(request, config)
-            result = await run_in_threadpool(lambda: backend.features(data, labels, name=name))
+            with uploads:
+                data, name, labels, _ = await read_form(request, config)
+                result = await run_in_threadpool(lambda: backend.features(data, labels, name=name))
             K, h, w = result.similarity.shape
             return JSONResponse(
                 {
@@ -166,4 +185,40 @@ def build_router(backend: Backend, config: AppConfig) -> APIRouter:
         except Exception as e:
             return error_response(e)
 
+    @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+    def unknown(request: Request, path: str) -> JSONResponse:
+        route = f"/api/{path}".rstrip("/")
+        if route in ROUTES:
+            return JSONResponse(
+                {"error": f"{request.method} {route} is not served; use {ROUTES[route]}", "kind": "method"},
+                405,
+                headers={"Allow": ROUTES[route]},
+            )
+        known = ", ".join(f"{m} {r}" for r, m in ROUTES.items())
+        return JSONResponse(
+            {
+                "error": f"no API route {short_message(route, 100)}; the routes are {known}",
+                "kind": "not_found",
+            },
+            404,
+        )
+
     return router
+
+
+class Admission:
+    """Counts requests being received or answered (one event loop, so no lock); past ``limit``,
+    :class:`BusyError` before the request's body is read."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    def __enter__(self) -> Admission:
+        if self.current >= self.limit:
+            raise BusyError(f"the server is busy ({self.current} requests in progress); try again shortly")
+        self.current += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.current -= 1

@@ -4,6 +4,9 @@
 multi-scale, sharing one text-embedding cache). Every inference, from the UI or the HTTP API, takes a
 slot: at most ``concurrency`` run at once, at most ``queue_size`` wait, the rest get :class:`BusyError`.
 Images arriving as bytes are decoded inside the slot, so memory stays bounded by the slot count.
+Before a request takes a slot, its image size (read from the file header), label count and protocol
+are checked against the per-request memory budget (:attr:`AppConfig.memory_budget`): work that
+cannot fit is refused (HTTP 413/422) instead of swapping or being killed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Protocol
 
 import numpy as np
@@ -22,16 +26,31 @@ from PIL import Image
 
 from ..errors import LabelError, LangsegError
 from ..labels import Label, parse_labels
-from .codec import decode_image
+from .codec import decode_image, image_size
 from .config import AppConfig
 
 log = logging.getLogger(__name__)
+
+GIB = 2**30
+MAX_LABEL_TEXT = 16 * 1024  # characters in one label string (64 labels of 256 characters)
 
 ImageInput = Image.Image | bytes  # a decoded RGB image, or an encoded file as uploaded
 
 
 class BusyError(LangsegError):
     """Every inference slot is taken and the waiting queue is full (HTTP 503)."""
+
+
+class BudgetError(LangsegError):
+    """A request whose image, labels and protocol together need more memory than the budget.
+
+    ``image_alone`` tells whether the image is too large even with one label (HTTP 413), or only
+    with the labels and protocol asked for (HTTP 422).
+    """
+
+    def __init__(self, message: str, image_alone: bool) -> None:
+        super().__init__(message)
+        self.image_alone = image_alone
 
 
 class BackendError(LangsegError):
@@ -42,7 +61,7 @@ class BackendError(LangsegError):
 class BackendInfo:
     """What a frontend needs to know about the backend it talks to."""
 
-    model: str  # weights name or path
+    model: str  # weights name (a file or folder name, never a local path)
     device: str  # where inference runs
     default_labels: str  # the checkpoint's labels as a label string ("dog, grass, other")
     max_pixels: int  # images above this are refused
@@ -90,6 +109,12 @@ class Backend(Protocol):
     ) -> FeatureResult: ...
 
 
+def public_name(source: object) -> str:
+    """The weights as a client may see them: a name, or the last part of a local path."""
+    text = str(source)
+    return PurePath(text).name or text
+
+
 def label_string(labels: tuple[str | tuple[str, ...], ...] | list) -> str:
     """Config labels -> the text a user would type (``"dog, grass, other"``, ``;`` for synonyms)."""
     return ", ".join(lab if isinstance(lab, str) else ";".join(lab) for lab in labels)
@@ -125,7 +150,7 @@ class LocalBackend:
     # ------------------------------------------------------------ plumbing
     def info(self) -> BackendInfo:
         return BackendInfo(
-            model=str(getattr(self.model, "source", self.config.weights)),
+            model=public_name(getattr(self.model, "source", self.config.weights)),
             device=str(self.single.device),
             default_labels=self.config.default_labels or label_string(self.model.config.labels),
             max_pixels=self.config.max_pixels,
@@ -157,9 +182,10 @@ class LocalBackend:
                 self.pending -= 1
 
     def parse(self, labels: str | None) -> list[Label]:
-        """A label string (``None``/blank = the defaults) -> validated classes."""
-        text = labels if labels is not None and labels.strip() else self.info().default_labels
-        classes = parse_labels(text)
+        """A label string (``None`` = the defaults) -> validated classes; a blank one is refused."""
+        if labels is not None and len(labels) > MAX_LABEL_TEXT:
+            raise LabelError(f"the labels are {len(labels):,} characters long; at most {MAX_LABEL_TEXT:,}")
+        classes = parse_labels(self.info().default_labels if labels is None else labels)
         if len(classes) > self.config.max_labels:
             raise LabelError(
                 f"{len(classes)} labels given; this server accepts at most {self.config.max_labels}"
@@ -180,6 +206,34 @@ class LocalBackend:
             image, name=name, max_pixels=self.config.max_pixels, max_bytes=self.config.max_upload_bytes
         )
 
+    def check_budget(self, image: ImageInput, n_labels: int, multi_scale: bool, name: str) -> None:
+        """Refuse, before any slot or decoding, an image whose size with ``n_labels`` labels under the
+        asked protocol needs more than :attr:`AppConfig.memory_budget` (:class:`BudgetError`)."""
+        if isinstance(image, Image.Image):
+            width, height = image.size
+        else:
+            size = image_size(image)
+            if size is None:  # not readable as an image: decoding will say why, inside a slot
+                return
+            width, height = size
+        predictor = self.multi if multi_scale else self.single
+        need = predictor.memory_estimate(height, width, n_labels)
+        budget = self.config.memory_budget
+        if need <= budget:
+            return
+        alone = self.single.memory_estimate(height, width, 1) > budget
+        mode = "multi-scale" if multi_scale else "single scale"
+        hint = (
+            "send a smaller image"
+            if alone
+            else "use fewer labels" + ("" if not multi_scale else " or single scale")
+        )
+        raise BudgetError(
+            f"{name}: {width}x{height} px with {n_labels} label{'s' if n_labels != 1 else ''} ({mode}) "
+            f"needs about {need / GIB:.1f} GiB; this server allows {budget / GIB:.1f} GiB per request; {hint}",
+            image_alone=alone,
+        )
+
     def _text(self, classes: list[Label]) -> tuple[torch.Tensor, list[str]]:
         return self.single.text_features(classes)  # fills the model's cache; predict() then finds it
 
@@ -189,6 +243,7 @@ class LocalBackend:
     ) -> SegmentResult:
         """Label every pixel of ``image`` (called ``name`` in error messages) with one of ``labels``."""
         classes = self.parse(labels)
+        self.check_budget(image, len(classes), multi_scale, name)
         with self.slot():
             start = time.perf_counter()
             img = self._image(image, name)
@@ -204,6 +259,7 @@ class LocalBackend:
         from ..visualize import pca_rgb
 
         classes = self.parse(labels)
+        self.check_budget(image, len(classes), False, name)
         with self.slot():
             start = time.perf_counter()
             img = self._image(image, name)

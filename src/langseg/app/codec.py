@@ -51,6 +51,18 @@ def decode_image(
         raise ImageError(f"{name}: corrupt or truncated image: {e}") from None
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` of encoded image bytes from the header alone (upright or not: the pixel
+    count is the same), or ``None`` when the bytes are not an image Pillow recognizes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.size
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
 def encode_image_png(image: Image.Image) -> bytes:
     """PIL image -> PNG bytes."""
     buf = io.BytesIO()

@@ -28,6 +28,7 @@ class AppConfig:
     max_upload_bytes: int = 20 * MIB  # refuse uploads larger than this
     max_side: int | None = 1024  # long side the model sees (shorter images untouched); None = full size
     max_labels: int = 64  # refuse longer label lists
+    max_memory_mb: int | None = None  # memory one request may need (estimate); None: half the RAM
     multi_scale: MultiScaleConfig | None = None  # multi-scale settings when asked for; None = official
     default_labels: str | None = None  # labels pre-filled in the UI; None = the checkpoint's own labels
     examples: list[Path] = field(default_factory=list)  # example images offered in the UI
@@ -50,8 +51,19 @@ class AppConfig:
             raise ValueError(f"max_labels must be between 1 and 256, got {self.max_labels}")
         if self.backend_url is not None and not self.backend_url.startswith(("http://", "https://")):
             raise ValueError(f"backend URL must start with http:// or https://, got {self.backend_url!r}")
+        if self.max_memory_mb is not None and self.max_memory_mb < 1:
+            raise ValueError(f"max_memory_mb must be at least 1, got {self.max_memory_mb}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be between 1 and 65535, got {self.port}")
+
+    @property
+    def memory_budget(self) -> int:
+        """Bytes one request may need (``max_memory_mb``, or half of the machine's memory)."""
+        if self.max_memory_mb is not None:
+            return self.max_memory_mb * MIB
+        import psutil
+
+        return int(psutil.virtual_memory().total) // 2
 
 
 def default_examples() -> list[Path]:

@@ -15,7 +15,15 @@ from PIL import Image
 
 from ..errors import LabelError
 from ..io import ImageError
-from .backend import BackendError, BackendInfo, BusyError, FeatureResult, ImageInput, SegmentResult
+from .backend import (
+    BackendError,
+    BackendInfo,
+    BudgetError,
+    BusyError,
+    FeatureResult,
+    ImageInput,
+    SegmentResult,
+)
 from .codec import ImageTooLargeError, b64decode, decode_array, decode_mask_png, encode_image_png
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,8 @@ class RemoteBackend:
             if not message:
                 raise BackendError(f"backend {self.url}{path} answered HTTP {resp.status_code}")
             kind = body.get("kind") if isinstance(body, dict) else None
+            if kind == "budget":
+                raise BudgetError(message, image_alone=resp.status_code == 413)
             raise _ERRORS.get(kind, BackendError)(message)
         if not isinstance(body, dict):
             raise BackendError(f"backend {self.url}{path} did not answer JSON")

@@ -39,7 +39,9 @@ def create_app(config: AppConfig, backend: Backend | None = None, *, ui: bool = 
     backend = backend if backend is not None else make_backend(config)
     app = FastAPI(title="langseg", version=__version__, docs_url=None, redoc_url=None)
     app.state.backend = backend
-    app.include_router(build_router(backend, config))
+    router = build_router(backend, config)
+    app.include_router(router)
+    app.state.uploads = router.uploads  # the upload admission counter, for monitoring
     if not ui:
         return app
     import gradio as gr

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from ..errors import LangsegError  # noqa: E402
 from ..visualize import colorize, overlay, palette  # noqa: E402
+from .api import short_message  # noqa: E402
 from .backend import Backend, FeatureResult  # noqa: E402
 from .codec import decode_image, encode_mask_png  # noqa: E402
 from .config import AppConfig  # noqa: E402
@@ -108,7 +109,7 @@ class DemoUI:
                 max_bytes=self.config.max_upload_bytes,
             )
         except LangsegError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(short_message(str(e))) from None
         return data, image
 
     def _save_mask(self, mask: np.ndarray, n_labels: int, stem: str) -> str:
@@ -130,7 +131,7 @@ class DemoUI:
         try:
             result = self.backend.segment(data, labels, bool(multi_scale), name=Path(image_path).name)
         except LangsegError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(short_message(str(e))) from None
         K = len(result.names)
         shown = overlay(image, result.mask, result.names, alpha=0.5, legend=True)
         mask_file = self._save_mask(result.mask, K, Path(image_path).stem[:60] or "image")
@@ -150,7 +151,7 @@ class DemoUI:
         try:
             result: FeatureResult = self.backend.features(data, labels, name=Path(image_path).name)
         except LangsegError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(short_message(str(e))) from None
         K, h, w = result.similarity.shape
         scale = max(1, round(DISPLAY_SIDE / max(h, w)))  # whole cells, about DISPLAY_SIDE px
         size = (w * scale, h * scale)
@@ -252,7 +253,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
                         elem_id="seg-overlay",
                     )
                     legend = gr.HTML(label="Legend", elem_id="seg-legend")
-                    status = gr.Markdown(elem_id="seg-status")
+                    status = gr.Markdown(label="Status", elem_id="seg-status")
                     with gr.Row():
                         mask = gr.Image(
                             label="Mask",
@@ -281,7 +282,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
                     )
                     f_labels = gr.Textbox(label="Labels", value=default_labels, elem_id="feat-labels")
                     f_run = gr.Button("Compute features", variant="primary", elem_id="feat-run")
-                    f_status = gr.Markdown(elem_id="feat-status")
+                    f_status = gr.Markdown(label="Status", elem_id="feat-status")
                     probs = gr.Label(
                         label="Labels at the clicked pixel", num_top_classes=8, elem_id="feat-probs"
                     )
@@ -309,5 +310,7 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
             )
             pca.select(ui.select, [state], [pca, probs, table], api_name=False, concurrency_limit=None)
             choice.change(ui.heat, [state, choice], [heat], api_name=False, concurrency_limit=None)
-    demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size or None)
+    # The page's queue holds at most queue_size events (at least one: Gradio queues every event before
+    # running it); the backend's slots then decide, as for the API (busy -> an error message).
+    demo.queue(default_concurrency_limit=config.concurrency, max_size=max(1, config.queue_size))
     return demo

@@ -89,6 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"0 = full size (default: {d.max_side})",
     )
     p.add_argument(
+        "--max-memory-mb",
+        type=int,
+        default=d.max_memory_mb,
+        metavar="MB",
+        help="memory one request may need (estimated from its image size, label count and protocol "
+        "before it runs); larger work is refused with HTTP 413/422 (default: half of the RAM)",
+    )
+    p.add_argument(
         "--examples",
         type=Path,
         nargs="*",
@@ -120,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             max_pixels=args.max_pixels,
             max_upload_bytes=int(args.max_upload_mb * 2**20),
             max_side=args.max_side or None,
+            max_memory_mb=args.max_memory_mb,
             default_labels=args.labels,
             examples=examples,
         )
