@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from langseg.errors import LangsegError
-from langseg.io import ImageError, InputImage, expand_inputs, iter_decoded, load_image, to_rgb_array
+from langseg.images import ImageError, load_image, to_rgb_array
+from langseg.inputs import InputImage, expand_inputs, iter_decoded
 from langseg.labels import LabelError, check_prompt_lengths, parse_labels, parse_templates, read_labels_file
 from langseg.outputs import OutputExistsError, atomic_write, output_stems, write_json
 

@@ -19,7 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import LangsegError
-from .io import InputImage
+from .inputs import InputImage
 
 
 class OutputExistsError(LangsegError, FileExistsError):

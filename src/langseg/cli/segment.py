@@ -209,7 +209,7 @@ def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[st
     Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
     """
     from ..errors import LangsegError
-    from ..io import expand_inputs
+    from ..inputs import expand_inputs
     from ..outputs import output_stems
 
     if args.overwrite and args.skip_existing:
@@ -354,7 +354,7 @@ def images_per_call(args: argparse.Namespace, predictor) -> int:
 def decoded_batches(args: argparse.Namespace, todo: list, batch_size: int, report: Report, bar):
     """Images decoded on worker threads, in batches of at most ``batch_size``; files that cannot be
     read are reported by name, counted on the progress bar and left out."""
-    from ..io import iter_decoded
+    from ..inputs import iter_decoded
 
     decoded = iter_decoded(
         todo, max_pixels=args.max_pixels, background=args.background, prefetch=max(2, 2 * batch_size)
