@@ -233,7 +233,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     from .. import TOY_WEIGHTS, LSegPredictor, MultiScaleConfig, load_model, resolve_weights
     from ..errors import LangsegError
     from ..inference import OFFICIAL_SCALES
-    from ..outputs import weights_record
+    from ..provenance import weights_record
 
     # Our --max-pixels check runs first; Pillow's process-wide guard refuses above twice its own
     # limit, so lift that when the user allows more (the CLI owns this process).
@@ -568,7 +568,7 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
     import numpy as np
 
     from .. import __version__
-    from ..outputs import write_array, write_image, write_json
+    from ..files import write_array, write_image, write_json
     from ..visualize import mask_image, overlay, palette
 
     t0 = time.perf_counter()
