@@ -230,7 +230,8 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     """Load the weights and build the predictor (after all cheap checks have passed)."""
     from PIL import Image
 
-    from .. import TOY_WEIGHTS, LSegPredictor, MultiScaleConfig, load_model, resolve_weights
+    from .. import LSegPredictor, MultiScaleConfig
+    from ..weights import TOY_WEIGHTS, load_model, resolve_weights
     from ..errors import LangsegError
     from ..inference import OFFICIAL_SCALES
     from ..provenance import weights_record
