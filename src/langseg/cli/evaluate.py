@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .segment import add_numerics_argument, numerics_precision
+from .common import add_numerics_argument, numerics_precision
 
 ORDER = 30  # eval at 30, eval-zeroshot right after it
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .segment import (
+from .common import (
     Report,
     add_common_arguments,
     decoded_batches,
