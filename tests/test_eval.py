@@ -258,7 +258,8 @@ def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root,
     assert list(data["per_class_iou"]) == ["red", "blue", "green", "yellow"]
     assert data["complete"] is True and data["images"] == len(SIZES)
     sha = hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
-    assert data["weights_sha256"] == sha and data["weights"] == str(tiny_weights)
+    assert data["weights"]["sha256"] == sha and data["weights"]["weights"] == str(tiny_weights)
+    assert data["weights"]["model"] == "lseg_tiny" and data["weights"]["file"] == "model.safetensors"
     assert data["protocol"]["mode"] == "single-scale" and data["dataset"]["split"] == "val"
     env = data["environment"]
     assert env["torch_version"] == torch.__version__ and env["device"] == "cpu" and env["langseg_version"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -255,11 +254,7 @@ def fetch(
         log.info("downloading %s (%s)", name, entry.description)
         download(entry, raw, progress=progress)
     log.info("converting %s to %s", raw, out)
-    tmp = root / f".{name}.converting"
-    shutil.rmtree(tmp, ignore_errors=True)
-    convert_official(raw, tmp, **entry.overrides)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    convert_official(raw, out, overwrite=True, **entry.overrides)  # appears whole or not at all
     if not keep_original:
         raw.unlink()
     return out

@@ -246,8 +246,13 @@ def _run_signature(record: dict[str, Any]) -> dict[str, Any]:
     """The fields a resumed run must share with the saved one (as JSON values: tuples become lists)."""
     import json
 
-    keys = ("dataset", "protocol", "weights_sha256")  # --limit may grow: the run continues to the new limit
-    return json.loads(json.dumps({k: record.get(k) for k in keys}))
+    weights = record.get("weights")
+    signature = {  # --limit may grow: the run continues to the new limit
+        "dataset": record.get("dataset"),
+        "protocol": record.get("protocol"),
+        "weights_sha256": weights.get("sha256") if isinstance(weights, dict) else None,
+    }
+    return json.loads(json.dumps(signature))
 
 
 def _print_fixed(metrics: dict[str, Any], header: str) -> None:
@@ -288,10 +293,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     from .. import MultiScaleConfig, resolve_device
     from ..errors import LangsegError
     from ..eval.evaluate import EvalResult, evaluate
-    from ..eval.provenance import environment, read_json, weights_record, write_json
+    from ..files import read_json, write_json
     from ..inference import OFFICIAL_SCALES
     from ..labels import read_labels_file
     from ..predictor import LSegPredictor
+    from ..provenance import environment, weights_record
 
     for name in ("limit", "batch_size", "window_batch", "save_every"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
@@ -370,7 +376,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             else "full image into the official multi-scale evaluator",
             "ignore_index": dataset.ignore_index,
         },
-        **weights_record(weights, path),
+        "weights": weights_record(weights, path, model.config.name),
         "limit": args.limit,
         "batching": {"images_per_call": args.batch_size, "windows_per_call": args.window_batch},
     }
@@ -397,7 +403,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             "environment": environment(predictor.device, args.precision),
             "confusion_matrix": result.confusion.tolist(),
         }
-        write_json(out, data)
+        write_json(out, data, overwrite=True)  # --overwrite/--resume were checked before the run
 
     t0 = time.perf_counter()
     result = evaluate(
@@ -441,8 +447,9 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
     from .. import resolve_device
     from ..errors import LangsegError
     from ..eval.fewshot import load_benchmark
-    from ..eval.provenance import environment, weights_record, write_json
     from ..eval.zeroshot import evaluate_zeroshot
+    from ..files import write_json
+    from ..provenance import environment, weights_record
 
     for name in ("limit", "batch_size", "episodes"):
         _positive("--" + name, getattr(args, name))
@@ -482,7 +489,7 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
         )
         results[str(fold)] = {
             **res.metrics(),
-            **weights_record(weights, path),
+            "weights": weights_record(weights, path, model.config.name),
             "seconds": round(res.seconds, 3),
             "test_classes": [bench.class_names[c] for c in bench.class_ids],
         }
@@ -521,8 +528,10 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
         print(f"\n{'fold':>6}  {'mIoU':>6}  {'FB-IoU':>6}  episodes  weights")
         for f in folds:
             r = results[str(f)]
-            print(f"{f:>6}  {r['mIoU']:6.2f}  {r['FB-IoU']:6.2f}  {r['episodes']:>8}  {r['weights']}")
+            print(
+                f"{f:>6}  {r['mIoU']:6.2f}  {r['FB-IoU']:6.2f}  {r['episodes']:>8}  {r['weights']['weights']}"
+            )
         print(f"{'mean':>6}  {mean['mIoU']:6.2f}  {mean['FB-IoU']:6.2f}")
-    write_json(out, record)
+    write_json(out, record, overwrite=True)  # --overwrite was checked before the run
     print(f"wrote {out}")
     return 0

@@ -324,13 +324,8 @@ def validate(cfg: TrainConfig) -> None:
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    import os
-    import tempfile
-
     import yaml
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
+    from ..files import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), overwrite=True)
