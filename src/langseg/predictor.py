@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,15 +13,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .accel import resolve_precision
+from .accel import Precision, autocast, resolve_precision
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
 from .inference import MapFn, MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
 from .labels import display_names, parse_labels
 from .models.lseg import LSeg
 
 ImageLike = str | Path | Image.Image | np.ndarray
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -82,8 +79,6 @@ class LSegPredictor:
         flip: bool = False,
         background: tuple[int, int, int] = (255, 255, 255),
     ) -> None:
-        if precision != "auto" and precision not in _DTYPES:
-            raise ValueError(f"unknown precision {precision!r}; expected 'auto' or one of {sorted(_DTYPES)}")
         if max_side is not None and max_side < 32:
             raise ValueError(f"max_side must be at least 32, got {max_side}")
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
@@ -104,9 +99,7 @@ class LSegPredictor:
 
     # ---------------------------------------------------------------- helpers
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return autocast(self.device, self.precision)
 
     def processed_size(self, height: int, width: int) -> tuple[int, int]:
         """The ``(h, w)`` the network sees for an upright ``height x width`` image (``max_side`` applied)."""
