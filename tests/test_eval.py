@@ -226,6 +226,22 @@ def _run(*argv: str) -> int:
     return main(["eval", *argv, "--workers", "0", "--no-progress", "--device", "cpu"])
 
 
+@pytest.mark.parametrize("template", ["a {} }", "{} and {}", "no slot", "{}{0}"])
+def test_cli_bad_template_is_a_one_line_error(template, tmp_path, capsys):
+    code = main(["eval", "--dataset", "toy", "--data-root", str(tmp_path), "--template", template])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("langseg: error: prompt template") and repr(template) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_model_refuses_a_malformed_template(tiny_model):
+    from langseg.labels import LabelError
+
+    with pytest.raises(LabelError, match="exactly once"):
+        tiny_model.encode_text(["cat"], templates=["a {} }"])
+
+
 def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root, tmp_path, capsys):
     out = tmp_path / "res.json"
     assert (

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_numerics_argument, numerics_precision
+from .common import add_numerics_argument, numerics_precision, positive_int, scales_arg
 
 ORDER = 30  # eval at 30, eval-zeroshot right after it
 
@@ -77,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--scales",
+        type=scales_arg,
         default=None,
         metavar="S1,S2,...",
         help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)",
@@ -87,12 +88,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="add the horizontally flipped run (default: on with --multi-scale, off without)",
     )
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
     _common(p)
     p.add_argument(
-        "--batch-size", type=int, default=1, help="images per network call at single scale (same size)"
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="images per network call at single scale (same size)",
     )
-    p.add_argument("--window-batch", type=int, default=8, help="multi-scale windows per network call")
+    p.add_argument(
+        "--window-batch", type=positive_int, default=8, help="multi-scale windows per network call"
+    )
     p.add_argument(
         "--compile",
         choices=["off", "exact"],
@@ -103,7 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out")
     p.add_argument(
-        "--save-every", type=int, default=50, help="save progress to --out every N images (default 50)"
+        "--save-every",
+        type=positive_int,
+        default=50,
+        help="save progress to --out every N images (default 50)",
     )
     p.set_defaults(func=run_eval)
 
@@ -137,11 +146,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lseg-coco-fold{fold}-rn101, lseg-fss-rn101)",
     )
     z.add_argument(
-        "--episodes", type=int, default=1000, help="PASCAL/COCO episodes per fold (official: 1000)"
+        "--episodes", type=positive_int, default=1000, help="PASCAL/COCO episodes per fold (official: 1000)"
     )
     z.add_argument("--seed", type=int, default=0, help="COCO-20i episode sampling seed (official: 0)")
-    z.add_argument("--limit", type=int, default=None, help="evaluate the first N episodes only")
-    z.add_argument("--batch-size", type=int, default=8, help="episodes per network call")
+    z.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N episodes only")
+    z.add_argument("--batch-size", type=positive_int, default=8, help="episodes per network call")
     _common(z)
     z.set_defaults(func=run_zeroshot)
 
@@ -162,13 +171,6 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _positive(name: str, value: int | None) -> None:
-    from ..errors import LangsegError
-
-    if value is not None and value < 1:
-        raise LangsegError(f"{name} must be at least 1, got {value}")
-
-
 def _check_out(path: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> None:
     from ..errors import LangsegError
 
@@ -196,33 +198,6 @@ def _load(weights: str, device: str | None):
     path = resolve_weights(weights)
     model = load_model(path, device=resolve_device(device))
     return model, path
-
-
-def _templates(templates: list[str] | None) -> list[str] | None:
-    from ..errors import LangsegError
-
-    for t in templates or []:
-        if t.count("{}") != 1:
-            raise LangsegError(
-                f"prompt template {t!r} must contain '{{}}' exactly once, e.g. 'a photo of a {{}}.'"
-            )
-    return list(templates) if templates else None
-
-
-def _scales(text: str | None) -> tuple[float, ...] | None:
-    from ..errors import LangsegError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v <= 0 for v in values):
-        raise LangsegError(
-            f"--scales: expected positive comma-separated numbers like 0.75,1,1.25, got {text!r}"
-        )
-    return values
 
 
 def _format_iou(v: float | None, scale: float = 1.0) -> str:
@@ -295,13 +270,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     from ..eval.evaluate import EvalResult, evaluate
     from ..files import read_json, write_json
     from ..inference import OFFICIAL_SCALES
-    from ..labels import read_labels_file
+    from ..labels import parse_templates, read_labels_file
     from ..predictor import LSegPredictor
     from ..provenance import environment, weights_record
 
-    for name in ("limit", "batch_size", "window_batch", "save_every"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
     numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
+    templates = parse_templates(args.template)
     dataset = _fixed_dataset(args)
     labels = (
         read_labels_file(args.labels_file)
@@ -323,11 +297,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     _check_out(out, args.overwrite, args.resume, resumable=True)
     device, rank = _setup_distributed(args)
 
-    templates = _templates(args.template)
     ms = None
     if args.multi_scale:
         ms = MultiScaleConfig(
-            scales=_scales(args.scales) or OFFICIAL_SCALES,
+            scales=args.scales or OFFICIAL_SCALES,
             flip=args.flip is not False,
             batch_size=args.window_batch,
         )
@@ -451,8 +424,6 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
     from ..files import write_json
     from ..provenance import environment, weights_record
 
-    for name in ("limit", "batch_size", "episodes"):
-        _positive("--" + name, getattr(args, name))
     numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
     if args.dataset == "fss" and args.fold not in ("0",):
         raise LangsegError("FSS-1000 has a single test split; drop --fold (or use --fold 0)")
