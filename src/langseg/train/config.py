@@ -279,7 +279,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             from_dict(TrainConfig, loaded)  # report unknown keys with the file's own structure
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-        tree = _merge(tree, loaded)
+        tree = merge_tree(tree, loaded)
     for ov in overrides:
         apply_override(tree, ov)
     cfg = from_dict(TrainConfig, tree)
@@ -287,11 +287,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def merge_tree(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Sections merge key by key; lists and scalars replace."""
     out = dict(base)
     for k, v in new.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        out[k] = merge_tree(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
 
