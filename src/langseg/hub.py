@@ -54,7 +54,7 @@ def _drive(name: str, filename: str, file_id: str, description: str, **kw: Any) 
     )
 
 
-_ZS_VIT = {"name": "lseg_zs_vitl16_384", "zero_shot": True, "activation": "relu", "labels": ("others",)}
+_ZS_VIT = {"name": "lseg_zs_vitl16_384", "activation": "relu", "labels": ("others",)}
 _ZS_RN = {"name": "lseg_zs_rn101", "labels": ("others",)}
 
 REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType(
