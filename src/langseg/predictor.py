@@ -15,7 +15,7 @@ from PIL import Image
 
 from .accel import Precision, autocast, resolve_precision
 from .images import DEFAULT_MAX_PIXELS, to_rgb_array
-from .inference import MapFn, MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
+from .inference import MapFn, MultiScaleConfig, multi_scale, normalize, pad_to, pad_value, single_scale
 from .labels import display_names, parse_labels
 from .models.lseg import LSeg
 
@@ -93,8 +93,6 @@ class LSegPredictor:
         self.flip = bool(flip)
         self.background = tuple(background)
         cfg = model.config
-        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
         self.pad = pad_value(cfg.mean, cfg.std).to(self.device)
 
     # ---------------------------------------------------------------- helpers
@@ -118,7 +116,7 @@ class LSegPredictor:
         if not arr.flags.writeable or not arr.flags.c_contiguous:
             arr = np.array(arr)  # torch.from_numpy needs a writable, contiguous array
         x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
-        x = (x - self.mean) / self.std
+        x = normalize(x, self.model.config.mean, self.model.config.std)
         return x.to(self.device), (H, W)
 
     def text_features(self, labels: Sequence[str | Sequence[str]] | str) -> tuple[torch.Tensor, list[str]]:
