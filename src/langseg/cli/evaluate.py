@@ -263,20 +263,53 @@ def _teardown(args: argparse.Namespace) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import time
 
-    import torch
-
-    from .. import MultiScaleConfig, resolve_device
-    from ..errors import LangsegError
-    from ..eval.evaluate import EvalResult, evaluate
-    from ..files import read_json, write_json
-    from ..inference import OFFICIAL_SCALES
-    from ..labels import parse_templates, read_labels_file
-    from ..predictor import LSegPredictor
-    from ..provenance import environment, weights_record
+    from ..eval.evaluate import evaluate
+    from ..labels import parse_templates
 
     numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
     templates = parse_templates(args.template)
     dataset = _fixed_dataset(args)
+    labels = _eval_labels(args, dataset)
+    weights = _eval_weights(args)
+    mode = "multi-scale" if args.multi_scale else "single-scale"
+    out = args.out or Path(f"eval-{args.dataset}-{args.split}-{mode}.json")
+    _check_out(out, args.overwrite, args.resume, resumable=True)
+    device, rank = _setup_distributed(args)
+    predictor, record = _eval_setup(args, dataset, labels, templates, weights, device)
+    start, confusion, seconds_before = _resume_point(args, out, record)
+    save = _saver(args, out, record, predictor, start, seconds_before)
+
+    t0 = time.perf_counter()
+    result = evaluate(
+        predictor,
+        dataset,
+        labels,
+        start=start,
+        limit=args.limit,
+        confusion=confusion,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        checkpoint=lambda r: save(r, False),
+        checkpoint_every=args.save_every,
+    )
+    if rank != 0:
+        return 0
+    save(result, True)
+    header = (
+        f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    _print_fixed(result.metrics(), header)
+    print(f"wrote {out}")
+    return 0
+
+
+def _eval_labels(args: argparse.Namespace, dataset) -> list:
+    """The prompts, one per class: ``--labels-file`` or the dataset's own (with synonyms)."""
+    from ..errors import LangsegError
+    from ..labels import read_labels_file
+
     labels = (
         read_labels_file(args.labels_file)
         if args.labels_file
@@ -287,22 +320,32 @@ def _run_eval(args: argparse.Namespace) -> int:
             f"{args.labels_file}: {len(labels)} labels, but the dataset has {len(dataset.labels)} "
             "classes (one prompt per class, in class order)"
         )
+    return labels
+
+
+def _eval_weights(args: argparse.Namespace) -> str:
+    from ..errors import LangsegError
+
     weights = args.weights or ("lseg-toy" if args.dataset == "toy" else None)
     if weights is None:
         raise LangsegError(
             f"--weights is required for --dataset {args.dataset} (a folder, .ckpt or weights name)"
         )
-    mode = "multi-scale" if args.multi_scale else "single-scale"
-    out = args.out or Path(f"eval-{args.dataset}-{args.split}-{mode}.json")
-    _check_out(out, args.overwrite, args.resume, resumable=True)
-    device, rank = _setup_distributed(args)
+    return weights
+
+
+def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple[Any, dict[str, Any]]:
+    """Load the weights into a predictor for the chosen protocol; the run's record (without results)."""
+    from .. import MultiScaleConfig, resolve_device
+    from ..errors import LangsegError
+    from ..inference import OFFICIAL_SCALES
+    from ..predictor import LSegPredictor
+    from ..provenance import weights_record
 
     ms = None
     if args.multi_scale:
         ms = MultiScaleConfig(
-            scales=args.scales or OFFICIAL_SCALES,
-            flip=args.flip is not False,
-            batch_size=args.window_batch,
+            scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False, batch_size=args.window_batch
         )
     elif args.scales:
         raise LangsegError("--scales needs --multi-scale")
@@ -338,7 +381,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             "labels_file": None if args.labels_file is None else str(args.labels_file.resolve()),
         },
         "protocol": {
-            "mode": mode,
+            "mode": "multi-scale" if ms else "single-scale",
             "multi_scale": ms_record,
             "flip": ms.flip if ms else bool(args.flip),
             "templates": templates,
@@ -353,18 +396,34 @@ def _run_eval(args: argparse.Namespace) -> int:
         "limit": args.limit,
         "batching": {"images_per_call": args.batch_size, "windows_per_call": args.window_batch},
     }
-    start, confusion, seconds_before = 0, None, 0.0
-    if args.resume and out.exists():
-        old = read_json(out)
-        if _run_signature(old) != _run_signature(record):
-            raise LangsegError(
-                f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
-                "use another --out or --overwrite"
-            )
-        start, seconds_before = int(old.get("images", 0)), float(old.get("seconds", 0.0))
-        confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
+    return predictor, record
 
-    def save(result: EvalResult, complete: bool) -> None:
+
+def _resume_point(args: argparse.Namespace, out: Path, record: dict[str, Any]):
+    """``(images done, confusion so far, seconds so far)`` of the run saved in ``out`` with --resume."""
+    import torch
+
+    from ..errors import LangsegError
+    from ..files import read_json
+
+    if not (args.resume and out.exists()):
+        return 0, None, 0.0
+    old = read_json(out)
+    if _run_signature(old) != _run_signature(record):
+        raise LangsegError(
+            f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
+            "use another --out or --overwrite"
+        )
+    confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
+    return int(old.get("images", 0)), confusion, float(old.get("seconds", 0.0))
+
+
+def _saver(args, out: Path, record: dict[str, Any], predictor, start: int, seconds_before: float):
+    """``save(result, complete)``: the record with the counts so far, written to ``out``."""
+    from ..files import write_json
+    from ..provenance import environment
+
+    def save(result, complete: bool) -> None:
         seconds = seconds_before + result.seconds
         data = {
             **record,
@@ -378,30 +437,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         }
         write_json(out, data, overwrite=True)  # --overwrite/--resume were checked before the run
 
-    t0 = time.perf_counter()
-    result = evaluate(
-        predictor,
-        dataset,
-        labels,
-        start=start,
-        limit=args.limit,
-        confusion=confusion,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-        checkpoint=lambda r: save(r, False),
-        checkpoint_every=args.save_every,
-    )
-    if rank != 0:
-        return 0
-    save(result, True)
-    header = (
-        f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
-        f"({time.perf_counter() - t0:.1f} s)"
-    )
-    _print_fixed(result.metrics(), header)
-    print(f"wrote {out}")
-    return 0
+    return save
 
 
 # ------------------------------------------------------------------------------------- eval-zeroshot
