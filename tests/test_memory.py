@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import LABEL_WORDS
 
+import langseg
 from langseg import LSegPredictor
 from langseg.inference import MultiScaleConfig
 from langseg.predictor import label_map, memory_estimate, row_bands, upsample_rows
@@ -95,3 +96,80 @@ def test_multi_scale_on_extreme_aspect_ratios(tiny_model, shape):
     cfg = MultiScaleConfig(scales=(0.5, 1.0), flip=True, crop_size=64, batch_size=4)
     pred = LSegPredictor(tiny_model, multi_scale=cfg, max_side=None).predict(img, ["a", "b"])
     assert pred.labels.shape == shape and np.isfinite(pred.scores).all()
+
+
+# ------------------------------------------------------------------------------ the commands
+def save_png(path, arr: np.ndarray):
+    from PIL import Image
+
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_segment_checks_memory_before_each_image_and_goes_on(tiny_weights, tmp_path, capsys, monkeypatch):
+    """An image that cannot fit the memory available is reported by name and skipped before anything
+    is allocated; the next image is still segmented (exit 1)."""
+    import langseg.predictor
+    from langseg.cli import main
+
+    rng = np.random.default_rng(0)
+    small = save_png(tmp_path / "small.png", rng.integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    large = save_png(tmp_path / "large.png", rng.integers(0, 256, (400, 600, 3), dtype=np.uint8))
+    predictor = LSegPredictor(langseg.load_model(tiny_weights), max_side=1024)
+    between = (predictor.memory_estimate(40, 60, 3) + predictor.memory_estimate(400, 600, 3)) // 2
+    monkeypatch.setattr(langseg.predictor, "available_memory", lambda: between)
+    argv = ["segment", str(large), str(small), "--labels", "a,b,c", "--weights", str(tiny_weights)]
+    code = main([*argv, "--out", str(tmp_path / "out"), "--batch-size", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "large.png: 600x400 with 3 labels needs about" in err and "fewer labels" in err
+    assert (tmp_path / "out" / "small.mask.png").is_file() and not (
+        tmp_path / "out" / "large.mask.png"
+    ).exists()
+
+
+def test_features_at_a_resolution_that_cannot_fit_names_the_resolution(tiny_weights, tmp_path, capsys):
+    from langseg.cli import main
+
+    img = save_png(tmp_path / "a.png", np.full((96, 96, 3), 50, np.uint8))
+    code = main(
+        ["features", str(img), "--out", str(tmp_path / "f"), "--weights", str(tiny_weights)]
+        + [
+            "--resolution",
+            "100000x100000",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "a.png: 96x96 with --resolution 100000x100000 needs about" in err and "smaller --resolution" in err
+    assert "out of memory for 96x96" not in err
+
+
+def test_saved_logits_are_streamed_equal_to_the_full_size_logits(tiny_weights, tmp_path, capsys):
+    from langseg.cli import main
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    path = save_png(tmp_path / "p.png", img)
+    argv = ["segment", str(path), "--labels", "a,b,c", "--weights", str(tiny_weights), "--save-logits"]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--max-side", "64"]) == 0
+    saved = np.load(tmp_path / "o" / "p.logits.npy")
+    pred = LSegPredictor(langseg.load_model(tiny_weights), max_side=64).predict(
+        img, "a,b,c", return_logits=True
+    )
+    assert saved.dtype == np.float16 and saved.shape == (3, 90, 130)
+    np.testing.assert_array_equal(saved, pred.logits.numpy().astype(np.float16))
+
+
+def test_segment_multi_scale_on_a_30000x10_image(tiny_weights, tmp_path, capsys):
+    from langseg.cli import main
+
+    thin = save_png(
+        tmp_path / "thin.png", np.random.default_rng(2).integers(0, 256, (10, 30000, 3), np.uint8)
+    )
+    argv = ["segment", str(thin), "--labels", "a,b", "--weights", str(tiny_weights), "--multi-scale"]
+    assert main([*argv, "--scales", "0.5", "--out", str(tmp_path / "o"), "--no-overlay"]) == 0
+    from PIL import Image
+
+    with Image.open(tmp_path / "o" / "thin.mask.png") as m:
+        assert m.size == (30000, 10)

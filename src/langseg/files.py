@@ -165,6 +165,30 @@ def write_array(
     raise ValueError(f"unknown array format {fmt!r}; expected 'npy', 'safetensors' or 'pt'")
 
 
+def write_npy_stream(
+    path: str | Path, shape: tuple[int, ...], dtype: Any, chunks: Any, *, overwrite: bool = False
+) -> Path:
+    """An ``.npy`` file of ``shape`` and ``dtype`` written from ``chunks`` (arrays whose elements, in
+    order, are the array's in C order), atomically: a large array never needs to be in memory whole.
+    Raises ``ValueError`` when the chunks do not add up to ``shape``."""
+    dtype = np.dtype(dtype)
+    total = int(np.prod(shape))
+
+    def write(f: IO[bytes]) -> None:
+        np.lib.format.write_array_header_2_0(
+            f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        )
+        written = 0
+        for chunk in chunks:
+            data = np.ascontiguousarray(chunk, dtype=dtype)
+            f.write(data.tobytes())
+            written += data.size
+        if written != total:
+            raise ValueError(f"{path}: the chunks hold {written} values, the shape {tuple(shape)} {total}")
+
+    return atomic_write(path, write, overwrite=overwrite)
+
+
 def write_folder(dest: str | Path, fill: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Create the folder ``dest`` whole or not at all: ``fill(folder)`` writes the files into a hidden
     folder beside ``dest``, which is flushed to disk and renamed to ``dest``.

@@ -361,31 +361,66 @@ def decoded_batches(args: argparse.Namespace, todo: list, batch_size: int, repor
             yield ok
 
 
-def run_batch(predictor, decoded: list, batch_fn, one_fn, report: Report) -> list:
+def run_batch(
+    predictor,
+    decoded: list,
+    batch_fn,
+    one_fn,
+    report: Report,
+    *,
+    need=None,
+    describe=None,
+    hint: str = "try a smaller --max-side",
+) -> list:
     """``batch_fn(images)``; when that runs out of memory, ``one_fn(image)`` one image at a time, and
-    ``None`` (reported by name) for an image that still does not fit."""
-    try:
-        return batch_fn([d.image for d in decoded])
-    except (RuntimeError, MemoryError) as e:
-        if not is_out_of_memory(e):
-            raise
-    if predictor.device.type == "cuda":
-        import torch
+    ``None`` (reported by name) for an image that does not fit.
 
-        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
-    out = []
-    for d in decoded:
+    On the CPU (and MPS, whose memory is the host's) ``need(d)`` - the bytes one image will take - is
+    compared with the memory available *before* anything is allocated: the kernel's OOM killer would
+    end the whole run, so an image that cannot fit is reported (``describe(d)`` says what it is) and
+    skipped, and a batch that cannot fit as a whole runs one image at a time.
+    """
+    out: list = [None] * len(decoded)
+    todo = list(range(len(decoded)))
+    together = True
+    if need is not None and predictor.device.type in ("cpu", "mps"):
+        from ..predictor import available_memory
+
+        free = available_memory()
+        needs = [need(d) for d in decoded]
+        for d, n in zip(decoded, needs):
+            if n > free:
+                what = describe(d) if describe is not None else "{}x{}".format(*d.image.shape[1::-1])
+                report.skip(
+                    f"{d.item.path}: {what} needs about {_gib(n)} of memory and {_gib(free)} "
+                    f"are available; {hint}"
+                )
+        todo = [i for i, n in enumerate(needs) if n <= free]
+        together = len(todo) == len(decoded) and sum(needs) <= free
+    if together:
         try:
-            out.append(one_fn(d.image))
+            return batch_fn([d.image for d in decoded])
         except (RuntimeError, MemoryError) as e:
             if not is_out_of_memory(e):
                 raise
-            h, w = d.image.shape[:2]
-            report.skip(
-                f"{d.item.path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side"
-            )
-            out.append(None)
+        if predictor.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
+    for i in todo:
+        d = decoded[i]
+        try:
+            out[i] = one_fn(d.image)
+        except (RuntimeError, MemoryError) as e:
+            if not is_out_of_memory(e):
+                raise
+            what = describe(d) if describe is not None else "{}x{}".format(*d.image.shape[1::-1])
+            report.skip(f"{d.item.path}: out of memory for {what} on {predictor.device}; {hint}")
     return out
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.0f} TiB"
 
 
 class Report:

@@ -211,6 +211,11 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
                 ),
                 lambda image: predictor.features(image, resolution=args.resolution, keep_on_device=False),
                 report,
+                need=lambda d: feature_bytes(predictor, d.image.shape[:2], args.resolution),
+                describe=lambda d: "{}x{} with --resolution {}".format(
+                    *d.image.shape[1::-1], settings["resolution"]
+                ),
+                hint="try a smaller --resolution or --max-side",
             )
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, feats in zip(ok, maps):
@@ -226,6 +231,15 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     if entries or not index_path.exists():
         save_index()
     return report.summary("exported features of", time.perf_counter() - start, args.out)
+
+
+def feature_bytes(predictor, size: tuple[int, int], resolution) -> int:
+    """Memory one image's features take: the network's share, and the ``D x h x w`` float32 output
+    at ``resolution`` (twice: interpolated and normalized)."""
+    from ..predictor import _feature_size
+
+    h, w = _feature_size(resolution, predictor.processed_size(*size), size)
+    return predictor.memory_estimate(*size, 0) + 2 * 4 * predictor.model.config.text.embed_dim * h * w
 
 
 def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[str, Any]:

@@ -156,6 +156,10 @@ def _segment(args, session: Session, classes, todo, files, report: Report) -> in
                 ),
                 lambda image: predictor.predict(image, classes, return_logits=args.save_logits),
                 report,
+                need=lambda d: predictor.memory_estimate(*d.image.shape[:2], len(classes)),
+                describe=lambda d: "{}x{} with {} labels".format(*d.image.shape[1::-1], len(classes)),
+                hint="try a smaller --max-side, fewer labels"
+                + (", without --multi-scale" if args.multi_scale else ""),
             )
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, pred in zip(ok, preds):
@@ -166,11 +170,24 @@ def _segment(args, session: Session, classes, todo, files, report: Report) -> in
     return report.summary("segmented", time.perf_counter() - start, args.out)
 
 
+def _logit_chunks(pred):
+    """The full-size logits of ``pred`` as float16 arrays in the file's (K, H, W) order: for each
+    label, bands of rows upsampled from the network's logits."""
+    import numpy as np
+
+    from ..predictor import row_bands, upsample_rows
+
+    source, size = pred.processed_logits, pred.labels.shape
+    for k in range(source.shape[0]):
+        for y0, y1 in row_bands(size, 1):
+            yield upsample_rows(source[k : k + 1], size, y0, y1)[0].numpy().astype(np.float16)
+
+
 def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: float) -> None:
     import numpy as np
 
     from .. import __version__
-    from ..files import write_array, write_image, write_json
+    from ..files import write_image, write_json, write_npy_stream
     from ..visualize import mask_image, overlay, palette
 
     t0 = time.perf_counter()
@@ -187,8 +204,14 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
         write_image(
             files.overlay, picture, overwrite=args.overwrite, compress_level=1
         )  # fast; photos barely shrink
-    if needed(files.logits):
-        write_array(files.logits, pred.logits.numpy().astype(np.float16), "npy", overwrite=args.overwrite)
+    if needed(files.logits):  # streamed label by label, band by band: never K x H x W in memory
+        write_npy_stream(
+            files.logits,
+            (len(names), *pred.labels.shape),
+            np.float16,
+            _logit_chunks(pred),
+            overwrite=args.overwrite,
+        )
     counts = np.bincount(pred.labels.ravel(), minlength=len(names))
     shares = counts / max(int(counts.sum()), 1)
     colors = palette(len(names))
