@@ -370,7 +370,7 @@ def memory_estimate(
 
     * per original pixel: the decoded image, its network copy, label map, scores and their encodings
       (``PIXEL_BYTES``), whatever the label count;
-    * the logits at the size the network sees (bounded by ``max_side``), a few copies, and one band
+    * the logits at the size the network sees (bounded by ``max_side``), one copy, and one band
       of full-size rows (``BAND_BYTES``);
     * the network's activations at the size it sees (or at the window size with windows).
     """
@@ -381,12 +381,12 @@ def memory_estimate(
     per_net_px = 2 * (config.features + dim) + 5 * n_labels  # decoder maps, embeddings, logits
     if multi_scale is None:
         net = per_net_px * h32 * w32 * (2 if flip else 1)
-        maps = 3 * 4 * n_labels * h * w  # logits, their softmax and a spare copy at the network's size
+        maps = 2 * 4 * n_labels * h * w  # logits at the network's size and one copy
     else:
         crop = multi_scale.crop_size
         net = per_net_px * crop * crop * multi_scale.batch_size * (2 if multi_scale.flip else 1)
         base = multi_scale.base_size or max(h, w)
-        maps = 3 * 4 * n_labels * h * w
+        maps = 2 * 4 * n_labels * h * w
         for s in multi_scale.scales:
             long = math.ceil(base * s)
             short = max(1, round(min(h, w) * long / max(h, w)))
@@ -395,7 +395,7 @@ def memory_estimate(
     return images * (PIXEL_BYTES * H * W + net + maps) + band
 
 
-PIXEL_BYTES = 40  # per original pixel: RGB in, float input, int32 labels, float32 scores, outputs
+PIXEL_BYTES = 64  # per original pixel: RGB in and its copies, int32 labels, float32 scores, overlay, PNGs
 
 
 def _feature_size(
