@@ -17,8 +17,8 @@ from .toy import ToyConfig, _background, toy_scene
 
 ROOM_MIN = np.array([-2.0, -1.5, 0.0])  # metres, world frame (z up)
 ROOM_MAX = np.array([2.0, 1.5, 2.6])
-OCCLUDER_MIN = np.array([1.1, 0.45, 0.0])  # a pillar from floor to ceiling, between the loop and a wall
-OCCLUDER_MAX = np.array([1.5, 0.85, 2.6])
+OCCLUDER_MIN = np.array([1.1, -0.6, 0.0])  # a panel from floor to ceiling between the loop and the +x wall
+OCCLUDER_MAX = np.array([1.4, 0.4, 2.6])
 TILE_M = 1.3  # side of one toy texture tile in metres (about the image height at 1.5 m)
 TILE_TEXELS = 96  # texels per tile side (the toy dataset's own image size)
 POINT_SPACING_M = 0.05  # grid spacing of the ground-truth point cloud
