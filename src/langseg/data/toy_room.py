@@ -197,7 +197,8 @@ def render_frame(faces: list[Face], K: np.ndarray, c2w: np.ndarray, width: int, 
 
 
 def surface_points(faces: list[Face], spacing: float):
-    """Grid samples of the faces in the point cloud -> xyz ``(N, 3)``, normals ``(N, 3)``, labels, colours."""
+    """Grid samples of the faces in the point cloud -> xyz ``(N, 3)`` float32, normals ``(N, 3)``,
+    labels ``(N,)`` and colours ``(N, 3)`` of the texels under the float32 positions (as stored)."""
     xyz, normals, labels, colors = [], [], [], []
     for f in faces:
         if not f.in_points:
@@ -205,9 +206,10 @@ def surface_points(faces: list[Face], spacing: float):
         nu = max(1, round(float(np.linalg.norm(f.u)) / spacing))
         nv = max(1, round(float(np.linalg.norm(f.v)) / spacing))
         t, s = np.meshgrid((np.arange(nv) + 0.5) / nv, (np.arange(nu) + 0.5) / nu, indexing="ij")
-        s, t = s.ravel(), t.ravel()
+        p = (f.origin + s.ravel()[:, None] * f.u + t.ravel()[:, None] * f.v).astype(np.float32)
+        _, s, t = f.coords(p.astype(np.float64))  # a sample on a texel edge takes the texel it is stored in
         row, col = f.texel(s, t)
-        xyz.append(f.origin + s[:, None] * f.u + t[:, None] * f.v)
+        xyz.append(p)
         normals.append(np.broadcast_to(f.normal, (s.size, 3)))
         labels.append(f.label[row, col])
         colors.append(f.color[row, col])

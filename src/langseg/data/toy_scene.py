@@ -324,7 +324,7 @@ def render_toy_scene(
         put("intrinsic/intrinsic_depth.txt", write_bytes, _text(_homogeneous(K_depth)))
 
     keep = seen > 0  # the ground truth holds the surface points that some frame sees
-    points, point_labels, point_colors = xyz[keep].astype(np.float32), point_labels[keep], point_colors[keep]
+    points, point_labels, point_colors = xyz[keep], point_labels[keep], point_colors[keep]
     put("points.ply", atomic_write, _ply(points, point_colors).write)
     put("gt_labels.npy", write_array, point_labels.astype(np.int64), fmt="npy")
     put("labels.txt", write_bytes, ("\n".join(TOY_LABELS) + "\n").encode())
