@@ -264,7 +264,7 @@ def render_toy_scene(
     """
     from tqdm.auto import tqdm
 
-    from ..outputs import atomic_write, write_array, write_bytes, write_image, write_json
+    from ..files import atomic_write, write_array, write_bytes, write_image, write_json
 
     width, height = _check_settings(frames, size, layout, pose)
     frames = int(frames)
