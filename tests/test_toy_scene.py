@@ -13,6 +13,7 @@ from plyfile import PlyData
 from langseg.cli import main
 from langseg.data import DatasetError
 from langseg.data.toy import TOY_LABELS
+from langseg.data.toy_room import render_frame
 from langseg.data.toy_scene import ToyScene, render_toy_scene
 
 SIZE = (64, 48)
@@ -218,6 +219,11 @@ def test_determinism_and_seed(generic, tmp_path):
     assert (generic.root / "color/000002.png").read_bytes() != (other.root / "color/000002.png").read_bytes()
     # the seed changes the textures, not the geometry
     assert (generic.root / "depth/000002.png").read_bytes() == (other.root / "depth/000002.png").read_bytes()
+    # rays go in blocks; the block size changes nothing
+    faces, K, c2w = generic._faces, generic.intrinsics, generic.poses_c2w[2]
+    whole = render_frame(faces, K, c2w, *SIZE, ss=2)
+    blocks = render_frame(faces, K, c2w, *SIZE, ss=2, block=100)
+    assert all(np.array_equal(a, b) for a, b in zip(whole, blocks))
     loaded = ToyScene.load(generic.root)
     assert np.array_equal(loaded.points, generic.points) and np.array_equal(
         loaded.point_labels, generic.point_labels

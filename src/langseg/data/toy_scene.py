@@ -4,10 +4,10 @@ The room is a box (4 x 3 x 2.6 m, world frame in metres, z up, floor at z = 0, c
 Its four walls and its floor are tiled with toy scenes (:func:`langseg.data.toy.toy_scene`: coloured
 shapes on textured backgrounds), so every texel has a ground-truth class from
 :data:`langseg.data.toy.TOY_LABELS` (the classes the bundled ``lseg-toy`` model knows). The ceiling and
-an optional pillar (the occluder, an axis-aligned box from floor to ceiling) carry shape-free textures
-of class ``background``. The pillar stands between the camera path and a wall, so it hides parts of
+an optional occluder (a 1 m wide panel, an axis-aligned box from floor to ceiling) carry shape-free textures
+of class ``background``. The panel stands between the camera path and a wall, so it hides parts of
 that wall from some frames: fusing features without an occlusion test paints those wall points with
-the pillar's class.
+the panel's class.
 
 A camera (OpenCV convention: x right, y down, z forward) goes once around a loop at about 1.3 m
 height, looking outwards at the walls and pitched down so that the floor is seen too. Colour (2 x 2
@@ -108,7 +108,9 @@ class ToyScene:
     pose: str = "c2w"
     seed: int = 0
     stems: tuple[str, ...] = ()
-    occluder: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (min xyz, max xyz) of the pillar
+    occluder: tuple[tuple[float, ...], tuple[float, ...]] | None = (
+        None  # (min xyz, max xyz) of the occluding panel
+    )
     _faces: list[Face] = field(default_factory=list, repr=False)
 
     def labels_at(self, xyz: np.ndarray, tol: float = 0.05) -> np.ndarray:
