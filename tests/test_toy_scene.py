@@ -252,6 +252,13 @@ def test_cli_writes_refuses_and_overwrites(tmp_path, capsys):
     assert not (out / "color" / "000002.png").exists() and not (out / "pose").exists()  # stale frames gone
     assert (out / "notes.txt").read_text() == "mine"  # files it did not write are kept
     assert json.loads((out / "scene.json").read_text())["frames"] == 2
+    # a scene.json naming files outside the folder does not make --overwrite delete them
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    meta = json.loads((out / "scene.json").read_text())
+    meta["files"] += [str(victim), "../victim.txt"]
+    (out / "scene.json").write_text(json.dumps(meta))
+    assert main([*argv, "--overwrite"]) == 0 and victim.read_text() == "keep"
     capsys.readouterr()
     for bad, words in (
         (["--size", "48by32"], "--size"),

@@ -241,7 +241,8 @@ def _previous_files(out: Path) -> list[str]:
         return []
     if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
         return []
-    return [f for f in meta.get("files", []) if isinstance(f, str) and ".." not in Path(f).parts]
+    files = [f for f in meta.get("files", []) if isinstance(f, str)]
+    return [f for f in files if not Path(f).is_absolute() and ".." not in Path(f).parts]  # inside `out` only
 
 
 def render_toy_scene(
