@@ -99,10 +99,11 @@ def test_depth_backprojects_onto_the_labelled_surfaces(generic):
         depth = read_depth(root / "depth" / f"{stem}.png", 1000.0)
         assert (depth > 0.05).all() and (depth < 6).all()  # a closed room: every pixel sees a surface
         p = backproject(depth, K, np.loadtxt(root / "pose" / f"{stem}.txt"))
-        on = on_box_surface(p, room["min"], room["max"], 0.01) | on_box_surface(
-            p, occ["min"], occ["max"], 0.01
-        )
-        assert on.mean() > 0.99, stem
+        # within the millimetre rounding of the depth: half a pixel off in the intrinsics moves
+        # obliquely seen points several millimetres off their plane
+        tol = 0.0015
+        on = on_box_surface(p, room["min"], room["max"], tol) | on_box_surface(p, occ["min"], occ["max"], tol)
+        assert on.mean() > 0.99, (stem, on.mean())
         label = np.asarray(Image.open(root / "label" / f"{stem}.png")).ravel().astype(np.int64)
         agree += int((generic.labels_at(p) == label).sum())
         total += label.size
