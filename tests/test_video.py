@@ -37,7 +37,7 @@ def test_list_frames_indices_and_timestamps(tmp_path):
     frames = list_frames(path)
     assert [f.index for f in frames] == list(range(12))
     np.testing.assert_allclose([f.seconds for f in frames], np.arange(12) / FPS, atol=1e-3)
-    assert frames[5].name == "000005_0.500s"
+    assert frames[5].name == "000005_500ms"
     assert [f.index for f in list_frames(path, every=5)] == [0, 5, 10]
 
 

@@ -2,12 +2,13 @@
 
 Decoding uses PyAV (``pip install 'langseg[video]'``), imported only when a video is actually read, so
 everything else works without it. A frame is named by its index in presentation order and its
-timestamp in seconds (``000120_4.000s``), so outputs of a frame can be traced back to the video.
+timestamp in milliseconds (``000120_4000ms``), so outputs of a frame can be traced back to the video.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,9 @@ class VideoFrame:
 
     @property
     def name(self) -> str:
-        """``<index>_<seconds>s``, e.g. ``000120_4.000s``: a file stem that sorts in frame order."""
-        return f"{self.index:06d}_{self.seconds:.3f}s"
+        """``<index>_<milliseconds>ms``, e.g. ``000120_4000ms``: a file stem (no dot) that sorts in
+        frame order and tells when the frame was shown."""
+        return f"{self.index:06d}_{round(self.seconds * 1000)}ms"
 
 
 def is_video(path: str | Path) -> bool:
@@ -110,21 +112,73 @@ def iter_frames(path: str | Path, indices: Collection[int]) -> Iterator[tuple[in
     wanted = set(indices)
     if not wanted:
         return
-    last = max(wanted)
-    path = Path(path)
-    container = _open(path)
-    av = _av()
-    index = -1
+    reader = FrameReader(path, wanted)
     try:
-        for frame in container.decode(video=0):
-            index += 1
-            if index in wanted:
-                yield index, frame.to_ndarray(format="rgb24")
-            if index >= last:
-                return
-    except av.FFmpegError as e:
-        raise VideoError(f"{path}: frame {index + 1} cannot be decoded ({e})") from None
+        for index in sorted(wanted):
+            yield index, reader.get(index)
     finally:
-        container.close()
-    if index < last:
-        raise VideoError(f"{path}: the video ends at frame {index}, frame {last} was asked for")
+        reader.close()
+
+
+class FrameReader:
+    """One open video decoded forward, serving the ``wanted`` frames to decode-ahead threads.
+
+    Threads may ask for frames slightly out of order: wanted frames decoded on the way to a later
+    one wait in a buffer until asked for, so the buffer never holds more frames than requests are
+    in flight. Thread-safe.
+    """
+
+    def __init__(self, path: str | Path, wanted: Collection[int]) -> None:
+        self.path = Path(path)
+        self.wanted = frozenset(wanted)
+        self._lock = threading.Lock()
+        self._buffer: dict[int, np.ndarray] = {}
+        self._container: Any = None
+        self._frames: Iterator[Any] | None = None
+        self._index = -1  # index of the last decoded frame
+        self._served = 0
+
+    def get(self, index: int) -> np.ndarray:
+        """The frame at ``index`` (presentation order) as ``(H, W, 3)`` uint8 RGB."""
+        with self._lock:
+            frame = self._buffer.pop(index, None)
+            if frame is None:
+                frame = self._decode_to(index)
+            self._served += 1
+            if self._served >= len(self.wanted) and not self._buffer:
+                self._close()  # every wanted frame is out: give the file back now
+            return frame
+
+    def _decode_to(self, index: int) -> np.ndarray:
+        """Decode forward to ``index`` (from the start when it lies behind), buffering wanted frames."""
+        if index <= self._index:  # asked again or far out of order: start over
+            self._close()
+        if self._container is None:
+            self._container = _open(self.path)
+            self._frames = iter(self._container.decode(video=0))
+            self._index = -1
+        av = _av()
+        while True:
+            try:
+                frame = next(self._frames)  # type: ignore[arg-type]
+            except StopIteration:
+                raise VideoError(
+                    f"{self.path}: the video ends at frame {self._index}, frame {index} was asked for"
+                ) from None
+            except av.FFmpegError as e:
+                raise VideoError(f"{self.path}: frame {self._index + 1} cannot be decoded ({e})") from None
+            self._index += 1
+            if self._index == index:
+                return frame.to_ndarray(format="rgb24")
+            if self._index in self.wanted:
+                self._buffer[self._index] = frame.to_ndarray(format="rgb24")
+
+    def _close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+        self._container, self._frames, self._index = None, None, -1
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+            self._buffer.clear()

@@ -69,14 +69,46 @@ def color_arg(text: str) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+def shard_arg(text: str) -> tuple[int, int]:
+    from ..inputs import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 # --------------------------------------------------------------------------- shared options
 def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
     p.add_argument(
         "inputs",
-        nargs="+",
-        metavar="IMAGES_OR_DIRS",
-        help="image files, folders (searched recursively) or quoted glob patterns",
+        nargs="*",
+        metavar="INPUTS",
+        help="image or video files, folders (searched recursively) or quoted glob patterns",
+    )
+    p.add_argument(
+        "--inputs-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="read more inputs from FILE, one per line ('#' comments; relative paths are relative "
+        "to FILE's folder): large lists without shell globbing",
+    )
+    p.add_argument(
+        "--every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="take every N-th frame of video inputs (default: 1, every frame)",
+    )
+    p.add_argument(
+        "--shard",
+        type=shard_arg,
+        default=None,
+        metavar="I/N",
+        help="process only the I-th of N equal, deterministic slices of the inputs (0 <= I < N), "
+        "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; outputs are named as in a full run",
     )
     if default_out is None:
         p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
@@ -191,8 +223,9 @@ def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[st
 
     Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
     """
+    from ..distributed import split
     from ..errors import LangsegError
-    from ..inputs import expand_inputs
+    from ..inputs import expand_inputs, read_inputs_file
     from ..outputs import output_stems
 
     if args.overwrite and args.skip_existing:
@@ -203,10 +236,22 @@ def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[st
         raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
     if args.out.exists() and not args.out.is_dir():
         raise LangsegError(f"--out {args.out} is a file; give a folder")
-    items, notes = expand_inputs(args.inputs, exclude=args.out)
+    inputs = list(args.inputs)
+    if args.inputs_from is not None:
+        inputs += read_inputs_file(args.inputs_from)
+    if not inputs:
+        raise LangsegError("no inputs: give image/video files, folders or patterns, or --inputs-from FILE")
+    items, notes = expand_inputs(inputs, exclude=args.out, every=args.every)
     if not items:
         raise LangsegError("no images to process: " + "; ".join(notes or ["no inputs"]))
-    return items, output_stems(items), notes
+    stems = output_stems(items)  # named over the whole list, so every slice names files as a full run
+    if args.shard is not None:
+        index, count = args.shard
+        total = len(items)
+        items, stems = split(items, index, count), split(stems, index, count)
+        if not items:
+            raise LangsegError(f"--shard {index}/{count}: this slice of the {total} inputs is empty")
+    return items, stems, notes
 
 
 def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:
