@@ -8,6 +8,7 @@ Not a command itself (no ``register``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,12 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
         default=None,
         help="add the horizontally flipped run (default: on with --multi-scale, off without)",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process per GPU: join the process group of SLURM srun (automatic under torchrun); "
+        "the inputs are split between the processes",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
         "--skip-existing",
@@ -218,10 +225,28 @@ class Session:
     protocol: dict[str, Any]  # preprocessing and test-time augmentation, for the records
 
 
-def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Check option combinations, then inputs -> (images, output stems, notes on inputs that gave nothing).
+def join_ranks(args: argparse.Namespace):
+    """This process's :class:`~langseg.distributed.Place`: joins the launcher's process group under
+    torchrun (a world of more than one) or with ``--distributed``; sets ``args.device`` to the rank's."""
+    from ..distributed import Place, init_distributed, launcher_env
 
-    Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
+    env = launcher_env()
+    torchrun = env is not None and "RANK" in os.environ and env["world_size"] > 1
+    if not (args.distributed or torchrun):
+        return Place(args.device)
+    device = None if args.device == "auto" else args.device
+    place = init_distributed(device)
+    args.device = place.device
+    return place
+
+
+def plan_inputs(args: argparse.Namespace, place) -> tuple[list[Any], list[Any], list[str]]:
+    """Check option combinations, then inputs -> (this process's images, their output stems, notes on
+    inputs that gave nothing).
+
+    Stems are derived from the whole input list, then ``--shard`` and the ranks of ``place`` take
+    their slices, so every process names files exactly as a single run would. Raises
+    :class:`LangsegError` when no image is found: all before any weights are loaded.
     """
     from ..distributed import split
     from ..errors import LangsegError
@@ -251,7 +276,8 @@ def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[st
         items, stems = split(items, index, count), split(stems, index, count)
         if not items:
             raise LangsegError(f"--shard {index}/{count}: this slice of the {total} inputs is empty")
-    return items, stems, notes
+    items, stems = split(items, place.rank, place.world_size), split(stems, place.rank, place.world_size)
+    return items, stems, notes if place.is_main else []
 
 
 def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:
@@ -262,7 +288,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     from ..errors import LangsegError
     from ..inference import OFFICIAL_SCALES
     from ..provenance import weights_record
-    from ..weights import TOY_WEIGHTS, load_model, resolve_weights
+    from ..weights import TOY_WEIGHTS, load_model
 
     # Our --max-pixels check runs first; Pillow's process-wide guard refuses above twice its own
     # limit, so lift that when the user allows more (the CLI owns this process).
@@ -271,7 +297,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     elif Image.MAX_IMAGE_PIXELS is not None and args.max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = args.max_pixels
     spec = args.weights or TOY_WEIGHTS
-    path = resolve_weights(spec)
+    path = _resolve_once(spec)
     try:
         model = load_model(path, device=args.device)
     except ValueError as e:  # an unknown or unavailable device
@@ -331,6 +357,20 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         "device": str(predictor.device),
     }
     return Session(predictor, weights_record(spec, path, cfg.name), protocol)
+
+
+def _resolve_once(spec: str):
+    """Resolve (and if needed download) weights on rank 0 first, so ranks never fetch at once."""
+    from ..distributed import barrier, world
+    from ..weights import resolve_weights
+
+    rank, _ = world()
+    if rank != 0:
+        barrier()  # rank 0 is fetching
+    path = resolve_weights(spec, progress=rank == 0)
+    if rank == 0:
+        barrier()
+    return path
 
 
 def batched(iterable, n: int):
@@ -444,25 +484,46 @@ class Report:
         tqdm.write(f"langseg: skipped {message}", file=sys.stderr)
 
     def summary(self, verb: str, seconds: float, out: Path) -> int:
-        rate = self.done / seconds if seconds > 0 else 0.0
+        """Print the totals (summed over all processes, by rank 0 alone) and return the exit status,
+        the same on every rank. Each process reported its own skipped inputs as they happened."""
+        from ..distributed import all_reduce, world
+
+        done, kept, skipped = self.done, self.kept, len(self.skipped)
+        rank, size = world()
+        if size > 1:
+            import torch
+
+            totals = all_reduce(torch.tensor([done, kept, skipped], dtype=torch.int64))
+            done, kept, skipped = (int(v) for v in totals)
+            if rank != 0:
+                return 1 if skipped else 0
+        rate = done / seconds if seconds > 0 else 0.0
+        processes = f" on {size} processes" if size > 1 else ""
         print(
-            f"{verb} {self.done} image{'s' if self.done != 1 else ''} in {seconds:.1f} s "
-            f"({rate:.2f} images/s) -> {out}"
+            f"{verb} {done} image{'s' if done != 1 else ''} in {seconds:.1f} s "
+            f"({rate:.2f} images/s{processes}) -> {out}"
         )
-        if self.kept:
-            print(f"kept {self.kept} already done (--skip-existing)")
-        if self.skipped:
-            print(
-                f"skipped {len(self.skipped)} input{'s' if len(self.skipped) != 1 else ''}:", file=sys.stderr
-            )
+        if kept:
+            print(f"kept {kept} already done (--skip-existing)")
+        if skipped:
+            print(f"skipped {skipped} input{'s' if skipped != 1 else ''}:", file=sys.stderr)
             for message in self.skipped[:20]:
                 print(f"  {message}", file=sys.stderr)
             if len(self.skipped) > 20:
                 print(f"  ... and {len(self.skipped) - 20} more", file=sys.stderr)
-        return 1 if self.skipped else 0
+            if skipped > len(self.skipped):
+                print(
+                    f"  ({skipped - len(self.skipped)} reported above by the other processes)",
+                    file=sys.stderr,
+                )
+        return 1 if skipped else 0
 
 
 def progress(total: int, unit: str = "img"):
+    """A progress bar on stderr (rank 0 only, for its own share, when several processes run)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+    from ..distributed import world
+
+    disable = None if world()[0] == 0 else True
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)

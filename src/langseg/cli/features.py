@@ -18,6 +18,7 @@ from .common import (
     add_common_arguments,
     decoded_batches,
     images_per_call,
+    join_ranks,
     open_session,
     plan_inputs,
     progress,
@@ -109,10 +110,20 @@ def _settings(args: argparse.Namespace, session) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import close_distributed
+
+    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
+    try:
+        return _run(args, place)
+    finally:
+        close_distributed()
+
+
+def _run(args: argparse.Namespace, place) -> int:
     from ..errors import LangsegError
     from ..outputs import existing, output_path
 
-    items, stems, notes = plan_inputs(args)
+    items, stems, notes = plan_inputs(args, place)
     index_path = args.out / INDEX_NAME
     files = {
         item: (
@@ -150,8 +161,21 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
+def _part_path(out: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a multi-process run keeps its share of the index until rank 0 merges."""
+    return out / f"index.rank{rank}.json"
+
+
 def _previous_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Entries of an earlier run's index (for --skip-existing); its settings must match this run's."""
+    """Entries of an earlier run's index (for --skip-existing), including the per-rank parts a killed
+    multi-process run left; their settings must match this run's."""
+    entries: dict[str, dict[str, Any]] = {}
+    for path in [index_path, *sorted(index_path.parent.glob("index.rank*.json"))]:
+        entries.update(_index_entries(path, settings))
+    return entries
+
+
+def _index_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     import json
 
     from ..errors import LangsegError
@@ -188,14 +212,17 @@ def _comparable(value: Any) -> Any:
 
 def _export(args, session, settings, todo, files, entries, order, report: Report, index_path: Path) -> int:
     from .. import __version__
+    from ..distributed import world
     from ..files import write_json
 
     batch_size = images_per_call(args, session.predictor)
+    rank, size = world()
+    target = index_path if size == 1 else _part_path(args.out, rank)  # rank 0 merges the parts at the end
 
     def save_index() -> None:
         images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
         index = {"langseg_version": __version__, **settings, "images": images}
-        write_json(index_path, index, overwrite=True)
+        write_json(target, index, overwrite=True)
 
     start = time.perf_counter()
     since_index = 0
@@ -223,9 +250,41 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
             if since_index >= INDEX_EVERY:
                 save_index()
                 since_index = 0
-    if entries or not index_path.exists():
+    if entries or not target.exists():
         save_index()
+    if size > 1:
+        _merge_index_parts(args.out, index_path, rank, size)
+    else:
+        for part in args.out.glob("index.rank*.json"):  # a killed multi-process run's, now in index.json
+            part.unlink()
     return report.summary("exported features of", time.perf_counter() - start, args.out)
+
+
+def _merge_index_parts(out: Path, index_path: Path, rank: int, size: int) -> None:
+    """After every rank has written its part: rank 0 joins them, in rank order (ranks hold contiguous
+    slices of the inputs, so this is the order of a single run), into index.json; parts are removed."""
+    import json
+
+    from ..distributed import barrier
+    from ..files import write_json
+
+    barrier()
+    if rank == 0:
+        parts = [_part_path(out, r) for r in range(size)]
+        index = json.loads(parts[0].read_text(encoding="utf-8"))
+        seen = {e["file"] for e in index["images"]}
+        for part in parts[1:]:
+            for entry in json.loads(part.read_text(encoding="utf-8"))["images"]:
+                if entry["file"] not in seen:
+                    index["images"].append(entry)
+                    seen.add(entry["file"])
+        write_json(index_path, index, overwrite=True)
+        for part in parts:
+            part.unlink()
+        stale = sorted(out.glob("index.rank*.json"))  # left by an earlier run with more processes
+        for part in stale:
+            part.unlink()
+    barrier()
 
 
 def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[str, Any]:
