@@ -6,10 +6,11 @@ from __future__ import annotations
 import glob
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError, load_image
 from .video import VIDEO_SUFFIXES, FrameReader, VideoError, is_video, list_frames
 
 _GLOB_CHARS = "*?["
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -180,6 +183,31 @@ def _decode(
         )
 
 
+def prefetch_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2, depth: int = 4
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``depth`` results pending.
+
+    Memory stays bounded by ``depth`` items however long ``items`` is. An exception raised by ``fn``
+    surfaces when its item is reached; stopping early cancels the work not yet started.
+    """
+    if workers < 1 or depth < 1:
+        raise ValueError(f"workers and depth must be at least 1, got {workers} and {depth}")
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langseg-prefetch") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
 def iter_decoded(
     items: Sequence[InputImage],
     *,
@@ -194,30 +222,18 @@ def iter_decoded(
     its ``error`` instead of raising, so the caller can report it and go on. Video frames are decoded
     by one forward reader per video (:class:`~langseg.video.FrameReader`), never by seeking.
     """
-    if prefetch < 1 or workers < 1:
-        raise ValueError(f"prefetch and workers must be >= 1, got {prefetch} and {workers}")
     frames: dict[Path, list[int]] = {}
     for item in items:
         if item.frame is not None:
             frames.setdefault(item.path, []).append(item.frame)
     readers = {path: FrameReader(path, indices) for path, indices in frames.items()}
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langseg-decode")
-    pending: deque[Future[Decoded]] = deque()
-    it = iter(items)
     try:
-        for item in it:
-            pending.append(pool.submit(_decode, item, max_pixels, background, readers))
-            if len(pending) >= prefetch:
-                break
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_decode, nxt, max_pixels, background, readers))
-            yield done
+        yield from prefetch_map(
+            lambda item: _decode(item, max_pixels, background, readers),
+            items,
+            workers=workers,
+            depth=prefetch,
+        )
     finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True)
         for reader in readers.values():
             reader.close()
