@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..presets import PRESETS
+
 COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 
 
@@ -56,6 +58,13 @@ def scales_arg(text: str) -> tuple[float, ...]:
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
     return values
+
+
+def base_size_arg(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: each image's own long side), got {value}")
+    return value
 
 
 def color_arg(text: str) -> tuple[int, int, int]:
@@ -175,6 +184,13 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
         "per call with --multi-scale/--sliding-window (default 8)",
     )
     p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="extraction recipe of a project by name (sizes, scales, flip; see docs/cli.md); options "
+        "given explicitly override it",
+    )
+    p.add_argument(
         "--multi-scale",
         action="store_true",
         help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip",
@@ -195,6 +211,20 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
         default=None,
         metavar="S1,S2,...",
         help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)",
+    )
+    p.add_argument(
+        "--base-size",
+        type=base_size_arg,
+        default=None,
+        metavar="N",
+        help="with --multi-scale: the long side at scale 1 (default: 520); 0: each image's own long side",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=window_arg,
+        default=None,
+        metavar="N",
+        help="with --multi-scale: the side of the square windows the network sees (default: 480)",
     )
     p.add_argument(
         "--flip",
@@ -242,21 +272,33 @@ def join_ranks(args: argparse.Namespace):
 
 def plan_inputs(args: argparse.Namespace, place) -> tuple[list[Any], list[Any], list[str]]:
     """Check option combinations, then inputs -> (this process's images, their output stems, notes on
-    inputs that gave nothing).
+    inputs that gave nothing): :func:`all_inputs`, then :func:`this_slice`."""
+    items, stems, notes = all_inputs(args)
+    items, stems = this_slice(args, place, items, stems)
+    return items, stems, notes if place.is_main else []
 
-    Stems are derived from the whole input list, then ``--shard`` and the ranks of ``place`` take
-    their slices, so every process names files exactly as a single run would. Raises
-    :class:`LangsegError` when no image is found: all before any weights are loaded.
+
+def all_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
+    """Check option combinations, then the whole input list -> (images, output stems, notes).
+
+    Stems are derived from the whole list, so every slice names files exactly as a single run would.
+    Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
     """
-    from ..distributed import split
     from ..errors import LangsegError
     from ..inputs import expand_inputs, read_inputs_file
     from ..outputs import output_stems
 
     if args.overwrite and args.skip_existing:
         raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
-    if args.scales and not args.multi_scale:
-        raise LangsegError("--scales needs --multi-scale")
+    apply_preset_to(args)
+    for option, value in (
+        ("--scales", args.scales),
+        ("--base-size", args.base_size),
+        ("--crop-size", args.crop_size),
+    ):
+        if value is not None and not args.multi_scale:
+            hint = " (with --sliding-window, give the window side to it)" if option == "--crop-size" else ""
+            raise LangsegError(f"{option} needs --multi-scale or a --preset{hint}")
     if args.multi_scale and args.sliding_window:
         raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
     if args.out.exists() and not args.out.is_dir():
@@ -269,15 +311,33 @@ def plan_inputs(args: argparse.Namespace, place) -> tuple[list[Any], list[Any], 
     items, notes = expand_inputs(inputs, exclude=args.out, every=args.every)
     if not items:
         raise LangsegError("no images to process: " + "; ".join(notes or ["no inputs"]))
-    stems = output_stems(items)  # named over the whole list, so every slice names files as a full run
+    return items, output_stems(items), notes
+
+
+def this_slice(args: argparse.Namespace, place, items: list[Any], stems: list[Any]) -> tuple[list, list]:
+    """The ``--shard`` slice of the whole list, then this rank's contiguous part of it."""
+    from ..distributed import split
+    from ..errors import LangsegError
+
     if args.shard is not None:
         index, count = args.shard
         total = len(items)
         items, stems = split(items, index, count), split(stems, index, count)
         if not items:
             raise LangsegError(f"--shard {index}/{count}: this slice of the {total} inputs is empty")
-    items, stems = split(items, place.rank, place.world_size), split(stems, place.rank, place.world_size)
-    return items, stems, notes if place.is_main else []
+    return split(items, place.rank, place.world_size), split(stems, place.rank, place.world_size)
+
+
+def apply_preset_to(args: argparse.Namespace) -> None:
+    """Fill the options the user left unset from ``--preset`` (explicit options win); features'
+    ``--resolution`` then defaults to half."""
+    from ..presets import apply_preset
+
+    given = {k: v for k, v in vars(args).items() if k != "func"}
+    for key, value in apply_preset(getattr(args, "preset", None), given).items():
+        setattr(args, key, value)
+    if hasattr(args, "resolution") and args.resolution is None:
+        args.resolution = "half"
 
 
 def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:
@@ -314,6 +374,8 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         ms = MultiScaleConfig(
             scales=args.scales or OFFICIAL_SCALES,
             flip=args.flip is not False,
+            base_size=520 if args.base_size is None else (args.base_size or None),
+            crop_size=args.crop_size or 480,
             batch_size=args.batch_size or 8,
         )
     elif args.sliding_window:
@@ -347,6 +409,7 @@ def _protocol(args: argparse.Namespace, predictor, numerics: str) -> dict[str, A
         "mean": list(cfg.mean),
         "std": list(cfg.std),
         "padding": "bottom/right to a multiple of 32 with -mean/std (black); outputs cropped back",
+        "preset": args.preset,
         "mode": "multi-scale" if args.multi_scale else "sliding-window" if ms else "single-scale",
         "multi_scale": None
         if ms is None
