@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from langseg.cli import main
+from langseg.pca import load_basis
 
 WORLD = 2
 LABELS = "background,red circle,blue square,green triangle"
@@ -32,6 +33,18 @@ def _commands(src: Path, out: Path) -> list[list[str]]:
     return [
         ["segment", str(src), "--labels", LABELS, "--out", str(out / "seg"), "--batch-size", "2"],
         ["features", str(src), "--out", str(out / "feat"), "--batch-size", "2", "--dtype", "float32"],
+        [
+            "features",
+            str(src),
+            "--out",
+            str(out / "pca"),
+            "--pca-dim",
+            "3",
+            "--layout",
+            "hwc",
+            "--dtype",
+            "float32",
+        ],
     ]
 
 
@@ -56,7 +69,7 @@ def test_two_processes_write_what_one_process_writes(tmp_path, capsys):
     src = _inputs(tmp_path / "in")
     single = tmp_path / "single"
     single.mkdir()
-    assert [main(args) for args in _commands(src, single)] == [1, 1]  # the corrupt file is skipped
+    assert [main(args) for args in _commands(src, single)] == [1, 1, 1]  # the corrupt file is skipped
     multi = tmp_path / "multi"
     multi.mkdir()
     with socket.socket() as s:
@@ -64,7 +77,7 @@ def test_two_processes_write_what_one_process_writes(tmp_path, capsys):
         port = s.getsockname()[1]
     mp.start_processes(_worker, args=(port, src, multi), nprocs=WORLD, join=True, start_method="fork")
     for rank in range(WORLD):
-        assert json.loads((multi / f"codes{rank}.json").read_text()) == [1, 1]  # every rank agrees
+        assert json.loads((multi / f"codes{rank}.json").read_text()) == [1, 1, 1]  # every rank agrees
 
     assert _files(single / "seg") == _files(multi / "seg")
     for name in _files(single / "seg"):
@@ -81,3 +94,11 @@ def test_two_processes_write_what_one_process_writes(tmp_path, capsys):
         a = np.load(single / "feat" / entry["file"])
         b = np.load(multi / "feat" / entry["file"])
         np.testing.assert_allclose(a, b, atol=1e-5)
+    # the dataset-wide PCA: one basis (fitted once, under a lock, on the same sample) for all ranks
+    assert _files(single / "pca") == _files(multi / "pca")
+    a, b = load_basis(single / "pca" / "pca.safetensors"), load_basis(multi / "pca" / "pca.safetensors")
+    np.testing.assert_allclose(a.components, b.components, atol=1e-5)
+    for entry in json.loads((multi / "pca" / "index.json").read_text())["images"]:
+        np.testing.assert_allclose(
+            np.load(single / "pca" / entry["file"]), np.load(multi / "pca" / entry["file"]), atol=1e-5
+        )

@@ -135,3 +135,17 @@ def test_dataset_pca_one_basis_for_the_run(images, tmp_path, capsys):
     assert load_basis(tmp_path / "pca" / "pca.safetensors").info == basis.info
     code = main(base + ["--out", str(tmp_path / "pca"), "--pca-dim", "5", "--skip-existing"])
     assert code == 2 and "pca.safetensors was fitted with other settings" in capsys.readouterr().err
+
+
+def test_feature_shards_share_one_folder(images, tmp_path, capsys):
+    """Array tasks write into one folder without clashing: their indexes together are the full run's."""
+    base = ["features", str(images), "--dtype", "float32"]
+    assert main(base + ["--out", str(tmp_path / "full")]) == 0
+    for i in range(2):
+        assert main(base + ["--out", str(tmp_path / "arr"), "--shard", f"{i}/2"]) == 0
+    full = json.loads((tmp_path / "full" / "index.json").read_text())["images"]
+    parts = [
+        json.loads((tmp_path / "arr" / f"index.shard{i}of2.json").read_text())["images"] for i in range(2)
+    ]
+    assert [e["file"] for e in parts[0] + parts[1]] == [e["file"] for e in full]
+    assert not (tmp_path / "arr" / "index.json").exists()

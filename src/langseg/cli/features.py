@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace, place) -> int:
     every_item, every_stem, notes = all_inputs(args)
     items, stems = this_slice(args, place, every_item, every_stem)
     notes = notes if place.is_main else []
-    index_path = args.out / INDEX_NAME
+    index_path = args.out / _index_name(args.shard)
     files = {
         item: (
             output_path(args.out, stem, SUFFIXES[args.format]),
@@ -194,16 +194,27 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
-def _part_path(out: Path, rank: int) -> Path:
+def _index_name(shard: tuple[int, int] | None) -> str:
+    """``index.json``; ``index.shard{I}of{N}.json`` for ``--shard I/N``, so the tasks of a job array
+    can share one output folder without communicating (their indexes together list every input)."""
+    return INDEX_NAME if shard is None else f"index.shard{shard[0]}of{shard[1]}.json"
+
+
+def _part_path(index_path: Path, rank: int) -> Path:
     """Where rank ``rank`` of a multi-process run keeps its share of the index until rank 0 merges."""
-    return out / f"index.rank{rank}.json"
+    return index_path.with_name(f"{index_path.stem}.rank{rank}.json")
+
+
+def _parts(index_path: Path) -> list[Path]:
+    """Index parts of ``index_path`` left in its folder (by this run, or a killed one)."""
+    return sorted(index_path.parent.glob(f"{index_path.stem}.rank*.json"))
 
 
 def _previous_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Entries of an earlier run's index (for --skip-existing), including the per-rank parts a killed
     multi-process run left; their settings must match this run's."""
     entries: dict[str, dict[str, Any]] = {}
-    for path in [index_path, *sorted(index_path.parent.glob("index.rank*.json"))]:
+    for path in [index_path, *_parts(index_path)]:
         entries.update(_index_entries(path, settings))
     return entries
 
@@ -318,7 +329,7 @@ def _export(
 
     batch_size = images_per_call(args, session.predictor)
     rank, size = world()
-    target = index_path if size == 1 else _part_path(args.out, rank)  # rank 0 merges the parts at the end
+    target = index_path if size == 1 else _part_path(index_path, rank)  # rank 0 merges the parts at the end
 
     def save_index() -> None:
         images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
@@ -354,14 +365,14 @@ def _export(
     if entries or not target.exists():
         save_index()
     if size > 1:
-        _merge_index_parts(args.out, index_path, rank, size)
+        _merge_index_parts(index_path, rank, size)
     else:
-        for part in args.out.glob("index.rank*.json"):  # a killed multi-process run's, now in index.json
+        for part in _parts(index_path):  # a killed multi-process run's, now in index.json
             part.unlink()
     return report.summary("exported features of", time.perf_counter() - start, args.out)
 
 
-def _merge_index_parts(out: Path, index_path: Path, rank: int, size: int) -> None:
+def _merge_index_parts(index_path: Path, rank: int, size: int) -> None:
     """After every rank has written its part: rank 0 joins them, in rank order (ranks hold contiguous
     slices of the inputs, so this is the order of a single run), into index.json; parts are removed."""
     import json
@@ -371,7 +382,7 @@ def _merge_index_parts(out: Path, index_path: Path, rank: int, size: int) -> Non
 
     barrier()
     if rank == 0:
-        parts = [_part_path(out, r) for r in range(size)]
+        parts = [_part_path(index_path, r) for r in range(size)]
         index = json.loads(parts[0].read_text(encoding="utf-8"))
         seen = {e["file"] for e in index["images"]}
         for part in parts[1:]:
@@ -382,7 +393,7 @@ def _merge_index_parts(out: Path, index_path: Path, rank: int, size: int) -> Non
         write_json(index_path, index, overwrite=True)
         for part in parts:
             part.unlink()
-        stale = sorted(out.glob("index.rank*.json"))  # left by an earlier run with more processes
+        stale = _parts(index_path)  # left by an earlier run with more processes
         for part in stale:
             part.unlink()
     barrier()
