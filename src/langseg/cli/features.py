@@ -271,11 +271,16 @@ def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
     from ..inputs import iter_decoded
     from ..pca import PCA_NAME, fit_basis, load_basis
 
+    embed_dim = session.predictor.model.config.embed_dim
+    if args.pca_dim and args.pca_dim > embed_dim:
+        raise LangsegError(
+            f"--pca-dim {args.pca_dim} exceeds the feature dimension {embed_dim} of these weights"
+        )
     count = min(len(every_item), PCA_SAMPLE_IMAGES)
     picks = sorted({round(i * (len(every_item) - 1) / max(count - 1, 1)) for i in range(count)})
     sample = [every_item[i] for i in picks]
     names = "\n".join(f"{item.path}#{item.frame}" for item in sample)
-    dim = max(args.pca_dim or 0, 3)  # the preview takes the first three
+    dim = min(max(args.pca_dim or 0, 3), embed_dim)  # the preview takes the first three
     info = {
         "dim": dim,
         "weights_sha256": str(settings["weights"]["sha256"]),
