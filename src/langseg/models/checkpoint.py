@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 FORMAT = "langseg-v1"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 
 
 class CheckpointError(LangsegError, RuntimeError):
@@ -282,7 +283,10 @@ def save_pretrained(
     dtype: torch.dtype | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` atomically."""
+    """Write ``model.safetensors`` + ``config.json`` and a model card ``README.md`` into ``out_dir``
+    atomically (each file); ``extra`` entries (``source``, ``train``, ...) go into ``config.json``."""
+    from ..model_card import model_card
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sd = {}
@@ -296,6 +300,7 @@ def save_pretrained(
         meta.update(extra)
     _atomic_write(out_dir / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": FORMAT}))
     _atomic_write(out_dir / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
+    _atomic_write(out_dir / CARD_NAME, lambda p: Path(p).write_text(model_card(meta)))
     return out_dir
 
 
@@ -373,13 +378,18 @@ def convert_official(
 ) -> Path:
     """Convert an official checkpoint to our format; optionally drop the never-run CLIP image tower
     and ViT classifier head (recorded in the config, so the result loads strictly)."""
+    from ..outputs import sha256_file
+
     model = load_official_checkpoint(src, **overrides)
     dropped: list[str] = []
     if drop_unused:
         model = drop_unused_parts(model)
         dropped = ["text_encoder.visual", "image_encoder.vit.head"]
     return save_pretrained(
-        model, out_dir, dtype=dtype, extra={"source": str(Path(src).name), "dropped": dropped}
+        model,
+        out_dir,
+        dtype=dtype,
+        extra={"source": str(Path(src).name), "source_sha256": sha256_file(src), "dropped": dropped},
     )
 
 
