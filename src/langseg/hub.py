@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .errors import LangsegError
 from .models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, convert_official
-from .outputs import sha256_file
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 

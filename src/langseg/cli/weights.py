@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import REGISTRY, bundled_weights, cache_dir, resolve_weights
     from ..errors import LangsegError
+    from ..hub import REGISTRY, cache_dir
+    from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
         print(f"cache: {cache_dir()}")

@@ -378,7 +378,7 @@ def convert_official(
 ) -> Path:
     """Convert an official checkpoint to our format; optionally drop the never-run CLIP image tower
     and ViT classifier head (recorded in the config, so the result loads strictly)."""
-    from ..outputs import sha256_file
+    from ..provenance import sha256_file
 
     model = load_official_checkpoint(src, **overrides)
     dropped: list[str] = []
