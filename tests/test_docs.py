@@ -10,7 +10,17 @@ from conftest import REPO, SUBPROCESS_ENV
 
 def test_mkdocs_build_strict(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(REPO / "mkdocs.yml"), "-d", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(REPO / "mkdocs.yml"),
+            "-d",
+            str(tmp_path),
+        ],
         env=SUBPROCESS_ENV,
         capture_output=True,
         text=True,
