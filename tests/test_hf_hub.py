@@ -28,6 +28,7 @@ from conftest import SUBPROCESS_ENV
 
 import langseg
 from langseg.cli import main
+from langseg.files import OutputExistsError
 from langseg.hf_hub import HubError, parse_hub_name
 
 TOKEN = "hf_test_token"
@@ -344,6 +345,11 @@ def test_save_pretrained_writes_the_card(tiny_model, tmp_path):
         tiny_model, tmp_path / "m", extra={"source": "demo_e200.ckpt", "source_sha256": "ab" * 32}
     )
     card = (out / "README.md").read_text()
+    langseg.save_pretrained(tiny_model, out, overwrite=True)  # its own card is replaced ...
+    (out / "README.md").write_text("# my notes\n")
+    with pytest.raises(OutputExistsError, match="README.md"):  # ... a user's README is not
+        langseg.save_pretrained(tiny_model, out, overwrite=True)
+    assert (out / "README.md").read_text() == "# my notes\n"
     assert "- source: demo_e200.ckpt" in card and f"source SHA-256: `{'ab' * 32}`" in card
     assert "mean (0.5, 0.5, 0.5)" in card and "multiples of 32" in card
     assert "default labels: other" in card
