@@ -89,7 +89,7 @@ def download(name: str | HubName, *, progress: bool = True, token: str | bool | 
         "library_version": __version__,
     }
     if not progress:
-        kwargs["tqdm_class"] = _SilentBar()
+        kwargs["tqdm_class"] = _silent_bar_class()
     with _hub_errors(hub):
         config = Path(hf_hub_download(filename=CONFIG_NAME, revision=hub.revision, **kwargs))
         commit = config.parent.name  # the cache keeps one snapshot folder per commit
@@ -100,7 +100,7 @@ def download(name: str | HubName, *, progress: bool = True, token: str | bool | 
     return config.parent
 
 
-def _SilentBar() -> type:
+def _silent_bar_class() -> type:
     from tqdm.auto import tqdm
 
     class Silent(tqdm):
