@@ -13,6 +13,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import QuickGELU, Transformer, VisionTransformer
 
 from ..errors import LabelError
+from ..labels import check_label_name
 from .config import ClipVisualConfig, TextConfig
 
 
@@ -158,6 +159,7 @@ def expand_prompts(
         for name in names:
             if not isinstance(name, str) or not name.strip():
                 raise LabelError(f"label {i} ({name!r}) is empty; every label needs at least one word")
+            check_label_name(name.strip())
             for t in templates:
                 prompts.append(t.format(name.strip()))
                 owner.append(i)
