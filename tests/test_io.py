@@ -13,9 +13,11 @@ import torch
 from PIL import Image
 
 from langseg.errors import LangsegError
-from langseg.io import ImageError, InputImage, expand_inputs, iter_decoded, load_image, to_rgb_array
+from langseg.files import OutputExistsError, atomic_write, write_json
+from langseg.images import ImageError, load_image, to_rgb_array
+from langseg.inputs import InputImage, expand_inputs, iter_decoded
 from langseg.labels import LabelError, check_prompt_lengths, parse_labels, parse_templates, read_labels_file
-from langseg.outputs import OutputExistsError, atomic_write, output_stems, write_json
+from langseg.outputs import output_stems
 
 
 def _png(path: Path, width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> Path:

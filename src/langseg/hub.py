@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .errors import LangsegError
-from .outputs import sha256_file
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 

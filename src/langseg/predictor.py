@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .accel import resolve_precision
+from .images import DEFAULT_MAX_PIXELS, to_rgb_array
 from .inference import MapFn, MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
-from .io import DEFAULT_MAX_PIXELS, to_rgb_array
 from .labels import display_names, parse_labels
 from .models.lseg import LSeg
 

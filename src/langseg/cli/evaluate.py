@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .segment import add_numerics_argument, numerics_precision
+from .common import add_numerics_argument, numerics_precision
 
 ORDER = 30  # eval at 30, eval-zeroshot right after it
 
@@ -190,10 +190,11 @@ def _setup_distributed(args: argparse.Namespace):
 
 
 def _load(weights: str, device: str | None):
-    import langseg
+    from ..predictor import resolve_device
+    from ..weights import load_model, resolve_weights
 
-    path = langseg.resolve_weights(weights)
-    model = langseg.load_model(path, device=langseg.resolve_device(device))
+    path = resolve_weights(weights)
+    model = load_model(path, device=resolve_device(device))
     return model, path
 
 

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import bundled_weights
     from ..errors import LangsegError
     from ..hub import REGISTRY, cache_dir, cached_path, is_cached
+    from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
         if args.names:
@@ -63,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         return 1 if missing else 0
-    from .. import resolve_weights
-
     for name in args.names:
         print(resolve_weights(name))
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LangsegError
-from ..io import load_image
+from ..images import load_image
 
 IGNORE_INDEX = 255  # mask value of pixels that carry no label
 
@@ -46,7 +46,7 @@ def pair_files(images_dir: Path, masks_dir: Path, mask_suffix: str = ".png") -> 
         raise DatasetError(f"{images_dir}: images folder not found")
     if not masks_dir.is_dir():
         raise DatasetError(f"{masks_dir}: masks folder not found")
-    from ..io import IMAGE_SUFFIXES
+    from ..images import IMAGE_SUFFIXES
 
     images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import LangsegError
 from ..models.checkpoint import WEIGHTS_NAME
-from ..outputs import sha256_file
+from ..provenance import sha256_file
 
 
 def weights_file(path: str | Path) -> Path | None:

@@ -52,7 +52,7 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def build_model(spec: ModelSpec) -> LSeg:
     """The network to train: a named variant (+ overrides and pretrained parts) or ``init`` weights."""
     if spec.init:
-        from .. import load_model
+        from ..weights import load_model
 
         if spec.overrides:
             raise ConfigError("model.overrides do not apply to model.init (its config is in the weights)")
