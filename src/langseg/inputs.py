@@ -4,6 +4,7 @@ relative names their outputs take, decoded ahead of the model in background thre
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,15 @@ def _is_hidden(path: Path, base: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(base).parts)
 
 
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when it cannot be resolved (a symlink loop): such an
+    input is kept and reported by name when it is read, not allowed to stop the whole run."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def expand_inputs(
     inputs: Sequence[str | Path], *, exclude: str | Path | None = None
 ) -> tuple[list[InputImage], list[str]]:
@@ -56,13 +66,13 @@ def expand_inputs(
     explicitly is always kept, whatever its suffix, so that a bad one is reported by name later. A
     file reached twice is kept once.
     """
-    skip = Path(exclude).resolve() if exclude is not None else None
+    skip = _resolved(Path(exclude)) if exclude is not None else None
     found: list[InputImage] = []
     notes: list[str] = []
     seen: set[Path] = set()
 
     def add(path: Path, rel: PurePath, root: str, explicit: bool = False) -> None:
-        key = path.resolve()
+        key = _resolved(path)
         if key in seen or (not explicit and skip is not None and key.is_relative_to(skip)):
             return
         seen.add(key)
@@ -78,7 +88,7 @@ def expand_inputs(
                 if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(q, p)
             ]
             for q in matches:
-                add(q, PurePath(q.relative_to(p)), p.resolve().name)
+                add(q, PurePath(q.relative_to(p)), _resolved(p).name)
             if not matches:
                 notes.append(f"{text}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
         elif any(ch in text for ch in _GLOB_CHARS) and not p.exists():
@@ -92,12 +102,12 @@ def expand_inputs(
                 add(
                     q,
                     PurePath(q.relative_to(base)) if q.is_relative_to(base) else PurePath(q.name),
-                    base.resolve().name,
+                    _resolved(base).name,
                 )
             if not matches:
                 notes.append(f"{text}: the pattern matched no images")
         else:
-            add(p, PurePath(p.name), p.resolve().parent.name, explicit=True)
+            add(p, PurePath(p.name), _resolved(p).parent.name, explicit=True)
     return found, notes
 
 

@@ -199,14 +199,9 @@ def _load(weights: str, device: str | None):
 
 
 def _templates(templates: list[str] | None) -> list[str] | None:
-    from ..errors import LangsegError
+    from ..labels import parse_templates
 
-    for t in templates or []:
-        if t.count("{}") != 1:
-            raise LangsegError(
-                f"prompt template {t!r} must contain '{{}}' exactly once, e.g. 'a photo of a {{}}.'"
-            )
-    return list(templates) if templates else None
+    return parse_templates(templates)  # the one template check, as segment's
 
 
 def _scales(text: str | None) -> tuple[float, ...] | None:

@@ -21,7 +21,7 @@ from .common import (
     open_session,
     plan_inputs,
     progress,
-    run_batch,
+    run_guarded,
 )
 
 ORDER = 20
@@ -203,7 +203,7 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
     with progress(len(todo)) as bar:
         for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
-            maps = run_batch(
+            maps = run_guarded(
                 predictor,
                 ok,
                 lambda images: predictor.features(
@@ -215,10 +215,11 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, feats in zip(ok, maps):
                 if feats is not None:
-                    entry = _write(args, predictor, settings, d, feats, files[d.item], per_image)
-                    entries[entry["file"]] = entry
-                    report.done += 1
-                    since_index += 1
+                    with report.guard(d.item.path):
+                        entry = _write(args, predictor, settings, d, feats, files[d.item], per_image)
+                        entries[entry["file"]] = entry
+                        report.done += 1
+                        since_index += 1
                 bar.update(1)
             if since_index >= INDEX_EVERY:
                 save_index()

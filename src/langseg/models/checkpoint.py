@@ -57,7 +57,7 @@ _ALLOWED_GLOBALS = [
     (_LightningCallbackKey, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
 ]
 _PICKLE_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", re.S)
-_FOREIGN_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_FOREIGN_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
 
 
 def _looks_like_torch_file(path: Path) -> bool:
@@ -97,8 +97,8 @@ def read_torch_file(path: str | Path) -> Any:
                 "plain containers are read from weights files (no pickled code runs)"
             ) from None
         detail = _PICKLE_DETAIL.search(text)
-        reason = detail[1].strip().splitlines()[0] if detail else text.splitlines()[0][:80]
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt pickle data: {reason})") from None
+        reason = f": {detail[1].strip().splitlines()[0][:100]}" if detail else ""
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data{reason})") from None
     except MemoryError:
         raise CheckpointError(f"{path}: not enough memory to read the file") from None
     except Exception as e:  # torch and zipfile raise assorted errors on damaged files
@@ -311,7 +311,10 @@ def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
     if not is_official(sd):
         raise CheckpointError(f"{path}: not an official lang-seg checkpoint (no 'net.scratch.*' keys)")
     sd = official_to_langseg(sd)
-    cfg = infer_config(sd, **overrides)
+    try:
+        cfg = infer_config(sd, **overrides)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     model = build_lseg(cfg)
     load_weights(model, sd, str(path))
     return model.eval()
