@@ -2,7 +2,9 @@
 
 Every file is written to a hidden temporary file in the destination folder, flushed to disk
 (``fsync``) and moved into place in one step, so an interrupted run leaves either the complete
-file or nothing. Existing files are never replaced unless asked.
+file or nothing. Existing files are never replaced unless asked. A folder that belongs together
+(a saved model: weights + config) is written the same way with :func:`write_folder`: filled
+beside its destination and renamed into place, so it appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -73,14 +76,61 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
+def temp_path(path: str | Path) -> Path:
+    """The hidden temporary name beside ``path`` for a writer that needs a file name rather than a
+    file object (Lightning's ``save_checkpoint``); move it into place with :func:`publish`."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def publish(tmp: str | Path, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Flush the finished file ``tmp`` to disk and move it to ``path`` in one step."""
+    tmp, path = Path(tmp), Path(path)
+    try:
+        _fsync(tmp)
+        _move_into_place(tmp, path, overwrite)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, LangsegError):
+            raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise
+    return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = False) -> Path:
     return atomic_write(path, lambda f: f.write(data), overwrite=overwrite)
 
 
+def write_text(path: str | Path, text: str, *, overwrite: bool = False) -> Path:
+    """UTF-8 text, atomically."""
+    return write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
 def write_json(path: str | Path, obj: Any, *, overwrite: bool = False) -> Path:
-    """Pretty JSON (UTF-8, trailing newline), atomically."""
-    data = (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-    return write_bytes(path, data, overwrite=overwrite)
+    """Pretty JSON (UTF-8, trailing newline; NaN and infinity are refused, as JSON has none), atomically."""
+    return write_text(
+        path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", overwrite=overwrite
+    )
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object written by :func:`write_json`; a clear error names a file that is not one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LangsegError(f"{path}: not a readable JSON file: {e}") from None
+    if not isinstance(data, dict):
+        raise LangsegError(f"{path}: expected a JSON object")
+    return data
 
 
 def write_image(
@@ -113,3 +163,48 @@ def write_array(
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         return atomic_write(path, lambda f: torch.save(tensor, f), overwrite=overwrite)
     raise ValueError(f"unknown array format {fmt!r}; expected 'npy', 'safetensors' or 'pt'")
+
+
+def write_folder(dest: str | Path, fill: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+    """Create the folder ``dest`` whole or not at all: ``fill(folder)`` writes the files into a hidden
+    folder beside ``dest``, which is flushed to disk and renamed to ``dest``.
+
+    An empty ``dest`` is replaced. A non-empty one raises :class:`OutputExistsError` unless
+    ``overwrite``; then it is moved aside, the new folder renamed into place and the old one
+    removed, so readers see the old folder or the new one, never a mix. On any error the
+    temporary folder is removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    if not overwrite and _non_empty(dest):
+        raise OutputExistsError(f"{dest} exists and is not empty; pass --overwrite to replace it")
+    if dest.exists() and not dest.is_dir():
+        raise OutputError(f"{dest} is a file; give a folder")
+    tag = secrets.token_hex(4)
+    tmp, old = dest.with_name(f".{dest.name}.{tag}.tmp"), dest.with_name(f".{dest.name}.{tag}.old")
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise OutputError(f"{dest}: cannot write: {e.strerror or e}") from None
+    try:
+        fill(tmp)
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync(f)
+        if _non_empty(dest):
+            if not overwrite:
+                raise OutputExistsError(f"{dest} exists and is not empty; pass --overwrite to replace it")
+            os.replace(dest, old)
+        os.replace(tmp, dest)  # replaces an empty folder, as rename(2) does
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not dest.exists():
+            os.replace(old, dest)  # put the previous folder back
+        if isinstance(e, OSError) and not isinstance(e, LangsegError):
+            raise OutputError(f"{dest}: cannot write: {e.strerror or e}") from None
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _non_empty(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())

@@ -7,16 +7,19 @@ import glob
 import os
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import TypeVar
 
 import numpy as np
 
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError, load_image
 
 _GLOB_CHARS = "*?["
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -130,6 +133,31 @@ def _decode(item: InputImage, max_pixels: int | None, background: tuple[int, int
         return Decoded(item, None, e, time.perf_counter() - start)
 
 
+def prefetch_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2, depth: int = 4
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``depth`` results pending.
+
+    Memory stays bounded by ``depth`` items however long ``items`` is. An exception raised by ``fn``
+    surfaces when its item is reached; stopping early cancels the work not yet started.
+    """
+    if workers < 1 or depth < 1:
+        raise ValueError(f"workers and depth must be at least 1, got {workers} and {depth}")
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langseg-prefetch") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
 def iter_decoded(
     items: Sequence[InputImage],
     *,
@@ -143,23 +171,6 @@ def iter_decoded(
     At most ``prefetch`` decoded images wait in memory. A bad file yields a :class:`Decoded` with
     its ``error`` instead of raising, so the caller can report it and go on.
     """
-    if prefetch < 1 or workers < 1:
-        raise ValueError(f"prefetch and workers must be >= 1, got {prefetch} and {workers}")
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langseg-decode")
-    pending: deque[Future[Decoded]] = deque()
-    it = iter(items)
-    try:
-        for item in it:
-            pending.append(pool.submit(_decode, item, max_pixels, background))
-            if len(pending) >= prefetch:
-                break
-        while pending:
-            done = pending.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append(pool.submit(_decode, nxt, max_pixels, background))
-            yield done
-    finally:
-        for f in pending:
-            f.cancel()
-        pool.shutdown(wait=True)
+    return prefetch_map(
+        lambda item: _decode(item, max_pixels, background), items, workers=workers, depth=prefetch
+    )

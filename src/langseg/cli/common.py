@@ -262,11 +262,18 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         flip=bool(args.flip),
         background=args.background,
     )
-    cfg = model.config
-    protocol = {
+    protocol = _protocol(args, predictor, numerics)
+    return Session(predictor, weights_record(spec, path, model.config.name), protocol)
+
+
+def _protocol(args: argparse.Namespace, predictor, numerics: str) -> dict[str, Any]:
+    """Preprocessing and test-time augmentation, as the records describe them."""
+    cfg, ms = predictor.model.config, predictor.multi_scale
+    max_side = predictor.max_side
+    return {
         "color": "RGB, EXIF orientation applied, transparency composited on the background",
         "background": list(args.background),
-        "max_side": max_side or None,
+        "max_side": max_side,
         "resize": "PIL bilinear to fit max_side (long side), when larger",
         "mean": list(cfg.mean),
         "std": list(cfg.std),
@@ -287,7 +294,6 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         "numerics": numerics,
         "device": str(predictor.device),
     }
-    return Session(predictor, weights_record(spec, path, cfg.name), protocol)
 
 
 def batched(iterable, n: int):

@@ -72,7 +72,14 @@ def run(args: argparse.Namespace) -> int:
     if args.block_depth is not None:
         overrides["block_depth"] = args.block_depth
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    out = convert_official(src, args.out, drop_unused=args.drop_unused, dtype=dtype, **overrides)
+    out = convert_official(
+        src,
+        args.out,
+        drop_unused=args.drop_unused,
+        dtype=dtype,
+        overwrite=args.overwrite,
+        **overrides,
+    )
     print(f"wrote {out}")
     if "labels" not in overrides:
         print(

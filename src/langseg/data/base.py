@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,18 @@ class SegmentationSample:
     image: Image.Image  # RGB, EXIF-upright
     mask: np.ndarray  # (H, W) int64: label indices 0..L-1, IGNORE_INDEX where unlabeled
     name: str  # file stem, for outputs and records
+
+
+class SegmentationDataset(Protocol):
+    """What every reader (``ADE20K``, ``GenericSegmentation``, ``ToySegmentation``) offers to the
+    evaluation loop and to training."""
+
+    labels: list[str]
+    ignore_index: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> SegmentationSample: ...
 
 
 def read_mask(path: Path) -> np.ndarray:

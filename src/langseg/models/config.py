@@ -88,7 +88,6 @@ class LSegConfig:
     mean: tuple[float, float, float] = HALF_MEAN  # input normalization
     std: tuple[float, float, float] = HALF_STD
     labels: tuple[str, ...] = ("other",)  # default label set (official demo: "dog, grass, other")
-    zero_shot: bool = False  # trained with the few-shot protocol (two-way "others" vs class)
 
     def __post_init__(self) -> None:
         if (self.vit is None) == (self.resnet is None):
@@ -124,6 +123,8 @@ class LSegConfig:
         """
         if not isinstance(d, dict):
             raise ValueError(f"model: expected a mapping of LSegConfig fields, got {_show(d)}")
+        d = dict(d)
+        d.pop("zero_shot", None)  # a flag that earlier versions saved but nothing read
         cfg = _build(cls, d, "model")
         check_ranges(cfg)
         return cfg
