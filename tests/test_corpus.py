@@ -862,3 +862,28 @@ def test_unexpected_exceptions_are_internal_errors_without_traceback(
     monkeypatch.setattr(segment, "run", broken)
     res = run(capsys, caplog, "segment", files / "good" / "one.png", "--labels", TOY_LABELS)
     check(res, EXIT_INTERNAL, INTERNAL_ERROR, "KeyError")
+
+
+def test_eval_skips_an_unreadable_image_and_scores_the_rest(tmp_path, capsys, caplog):
+    ds = _toy_dataset(tmp_path / "ds", "a\nb\nc\n")
+    (ds / "images" / "val" / "s1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (ds / "images" / "val" / "s2.png").write_bytes(b"")
+    (ds / "masks" / "val" / "s2.png").write_bytes(b"")
+    out = tmp_path / "e.json"
+    res = run(
+        capsys,
+        caplog,
+        "eval",
+        "--dataset",
+        "generic",
+        "--data-root",
+        ds,
+        "--weights",
+        "lseg-toy",
+        "--out",
+        out,
+    )
+    check(res, 1, "s1.png", "s2.png", "skipped 2")
+    record = json.loads(out.read_text())
+    assert record["images"] == 3 and len(record["skipped"]) == 2 and record["complete"]
+    assert int(np.asarray(record["confusion_matrix"]).sum()) == 32 * 32  # only s0.png was scored

@@ -70,3 +70,11 @@ def test_commands_without_a_model_do_not_import_torch(tmp_path):
     assert codes["weights path lseg-demo-vitl16"] == 1  # not downloaded, and not fetched either
     assert (tmp_path / "toy" / "labels.txt").is_file()  # data toy did its work without torch
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.ckpt*"))
+
+
+def test_hub_names_the_files_of_our_format_as_the_checkpoint_module_does():
+    """hub.py keeps its own copy of the file names so that 'weights list/path' need not import torch."""
+    from langseg import hub
+    from langseg.models import checkpoint
+
+    assert (hub.WEIGHTS_NAME, hub.CONFIG_NAME) == (checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME)

@@ -41,7 +41,8 @@ reading the output (numpy):
   index = json.load(open("feats/index.json"))
   f = np.load("feats/" + index["images"][0]["file"])   # (D, h, w), unit norm over D
 
-exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights.
+exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights,
+70 internal error (a bug; please report it).
 """
 
 

@@ -38,7 +38,8 @@ labels:
   commas separate classes, ';' separates synonyms of one class (their embeddings are averaged):
   "cat;kitten,grass" has two classes. Without --labels the checkpoint's own labels are used.
 
-exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/labels/weights.
+exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/labels/weights,
+70 internal error (a bug; please report it).
 """
 
 

@@ -11,6 +11,7 @@ import json
 import logging
 import pickle
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -83,8 +84,15 @@ def read_torch_file(path: str | Path) -> Any:
             raise CheckpointError(
                 f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a pickle stream)"
             )
-        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with (
+            torch.serialization.safe_globals(_ALLOWED_GLOBALS),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        for w in caught:  # e.g. torch's note on pickle protocols: about the file, not for the user's terminal
+            log.debug("%s: %s", path, w.message)
+        return obj
     except CheckpointError:
         raise
     except pickle.UnpicklingError as e:
