@@ -160,7 +160,11 @@ def load_image(
         size = f"{int(m[1]):,} pixels" if m else "its size"
         raise ImageError(
             f"{path}: refused as a possible decompression bomb: {size} is above "
-            + (limit or f"the decoder's limit of {Image.MAX_IMAGE_PIXELS or 0:,} pixels")
+            + (
+                limit
+                or f"the decoder's limit of {Image.MAX_IMAGE_PIXELS or 0:,} pixels "
+                "(give a limit of your own with --max-pixels, max_pixels= in Python)"
+            )
         ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (unrecognized format)") from None
