@@ -26,8 +26,6 @@ COMMANDS = [
     ["weights", "path", "lseg-toy"],
     ["segment", "--no-such-option"],
     ["segment", "x.png", "--max-side", "5"],
-    ["segment", "x.png", "--labels-file", "{tmp}/missing.txt"],
-    ["segment", "x.png", "--labels", "sky\nblue"],
     ["data", "toy", "--out", "{tmp}/toy", "--n-train", "2", "--n-val", "1", "--size", "32"],
 ]
 
