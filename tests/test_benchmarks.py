@@ -116,3 +116,13 @@ def test_bench_cli(tmp_path):
     run("bench_cli.py", "--images", 2, "--size", "64x48", "--out", out)
     payload = json.loads(out.read_text())
     assert payload["results"] and all(r["images_per_s_wall"] > 0 for r in payload["results"])
+
+
+def test_bench_startup(tmp_path):
+    out = tmp_path / "startup.json"
+    text = run("bench_startup.py", "--repeat", 1, "--only", "weights list", "bad option", "--out", out)
+    rows = {r["command"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"python -c pass", "langseg weights list", "langseg bad option"}
+    assert rows["langseg weights list"]["exit_code"] == 0 and rows["langseg bad option"]["exit_code"] == 2
+    assert all(r["ratio"] > 0 and r["imports_torch"] is False for r in rows.values())
+    assert "x baseline" in text

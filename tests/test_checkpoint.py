@@ -178,7 +178,7 @@ def test_pickled_code_is_never_executed(tmp_path):
         pickle.dump({"state_dict": {"net.x": _Evil()}}, f)
     torch.save({"state_dict": OrderedDict(), "payload": _Evil()}, tmp_path / "evil2.ckpt")
     for p in (path, tmp_path / "evil2.ckpt"):
-        with pytest.raises(CheckpointError, match="refused to unpickle|not a readable"):
+        with pytest.raises(CheckpointError, match="not loaded|not a PyTorch checkpoint|not a readable"):
             load_checkpoint(p)
 
 

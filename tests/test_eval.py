@@ -478,7 +478,7 @@ def test_eval_scores_exactly_the_masks_langseg_segment_writes(tiny_weights, gene
             )
 
 
-def test_unreadable_image_in_a_loader_worker_is_a_clear_error(tiny_weights, tmp_path, capsys):
+def test_unreadable_image_in_a_loader_worker_is_skipped_by_name(tiny_weights, tmp_path, capsys):
     root = make_generic(tmp_path / "data", sizes=((32, 32), (32, 32)))
     (root / "images" / "val" / "im1.png").write_bytes(b"not a png")
     code = main(
@@ -500,7 +500,9 @@ def test_unreadable_image_in_a_loader_worker_is_a_clear_error(tiny_weights, tmp_
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "im1.png" in err and "Traceback" not in err
+    assert code == 1 and "im1.png" in err and "Traceback" not in err
+    record = json.loads((tmp_path / "x.json").read_text())
+    assert record["images"] == 2 and len(record["skipped"]) == 1 and "im1.png" in record["skipped"][0]
 
 
 def test_cli_official_numerics(tiny_model, tiny_weights, generic_root, tmp_path, capsys):

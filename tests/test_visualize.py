@@ -126,3 +126,68 @@ def test_pca_rgb_separates_structure_deterministically():
     assert (flat == 128).all()  # no structure: neutral gray, no division by zero
     with pytest.raises(ValueError):
         pca_rgb(np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["été Ñandú ß ÿ", "Ελληνικά", "Кириллица", "中文标签", "日本語のラベル"],
+    ids=["latin-1", "greek", "cyrillic", "chinese", "japanese"],
+)
+def test_legend_draws_every_script_as_glyphs_not_boxes(text):
+    """Each character is drawn by a font of the fallback chain that has it: never the notdef box."""
+    from langseg.visualize import LegendFont, has_glyph
+
+    font = LegendFont(16)
+    notdef = font.primary.getmask("\U0010fffd")
+    for piece, f in font.runs(text):
+        for ch in piece.replace(" ", ""):
+            assert has_glyph(f, ch), f"{ch!r} drawn as a box by {getattr(f, 'path', f)}"
+            mask = f.getmask(ch)
+            assert (mask.size, bytes(mask)) != (notdef.size, bytes(notdef)) or f is not font.primary
+    # and the picture: the legend text differs from the same number of notdef boxes
+    mask = np.zeros((40, 60), int)
+    mask[20:] = 1
+    drawn = np.asarray(overlay(np.zeros((40, 60, 3), np.uint8), mask, [text, "x"]))
+    boxes = np.asarray(overlay(np.zeros((40, 60, 3), np.uint8), mask, ["\U0010fffd" * len(text), "x"]))
+    assert drawn.shape[0] == boxes.shape[0] and not np.array_equal(drawn[:, 60:], boxes[:, 60:])
+
+
+def test_has_glyph_tells_a_missing_character_from_a_present_one():
+    from langseg.visualize import LegendFont, has_glyph
+
+    font = LegendFont(16).primary
+    assert has_glyph(font, "a") and has_glyph(font, " ")
+    assert not has_glyph(font, "\U0010fffe")  # a private-use code point: no font maps it
+
+
+@pytest.mark.parametrize("shape", [(10, 30000), (30000, 10), (3, 3)])
+def test_overlay_size_is_bounded_for_extreme_shapes(shape):
+    from langseg.visualize import LEGEND_PIXEL_ALLOWANCE
+
+    H, W = shape
+    mask = np.zeros(shape, int)
+    mask[H // 2 :, W // 2 :] = 1
+    out = overlay(np.zeros((H, W, 3), np.uint8), mask, ["sky", "ground"])
+    extra = out.width * out.height - W * H
+    assert 0 <= extra <= max(LEGEND_PIXEL_ALLOWANCE, W * H)
+    assert out.width >= W and out.height >= H
+    assert out.width * out.height < Image.MAX_IMAGE_PIXELS  # Pillow opens it again
+
+
+def test_legend_lists_at_most_the_largest_labels_and_counts_the_rest():
+    from langseg.visualize import MAX_LEGEND_ENTRIES
+
+    K = MAX_LEGEND_ENTRIES + 25
+    mask = np.arange(200 * 300).reshape(200, 300) % K
+    mask[:100] = 0  # label 0 has the largest share
+    out = overlay(np.zeros((200, 300, 3), np.uint8), mask, [f"label {i:02d}" for i in range(K)])
+    few = overlay(
+        np.zeros((200, 300, 3), np.uint8),
+        mask % MAX_LEGEND_ENTRIES,
+        [f"label {i:02d}" for i in range(MAX_LEGEND_ENTRIES)],
+    )
+    assert out.width * out.height <= 2 * few.width * few.height  # 65 labels cost about what 40 do
+    legend = np.asarray(out)[:, 300:] if out.width > 300 else np.asarray(out)[200:]
+    colours = {tuple(c) for c in legend.reshape(-1, 3)}
+    assert tuple(palette(K)[0]) in colours  # the largest label is listed
+    assert sum(tuple(c) in colours for c in palette(K)) == MAX_LEGEND_ENTRIES

@@ -23,10 +23,13 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .errors import LangsegError
-from .models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, convert_official
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
+
+# file names of our format (as in langseg.models.checkpoint, which imports torch: this module must not)
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
 
 _DRIVE = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
 _DRIVE_PAGE = "https://drive.google.com/file/d/{id}/view"
@@ -154,6 +157,16 @@ def cache_dir() -> Path:
     return Path(base) / "langseg"
 
 
+def cached_path(name: str, cache: str | Path | None = None) -> Path:
+    """Where the named weights live once downloaded and converted (``<cache>/<name>``); nothing is fetched."""
+    return (Path(cache) if cache is not None else cache_dir()) / name
+
+
+def is_cached(name: str, cache: str | Path | None = None) -> bool:
+    out = cached_path(name, cache)
+    return (out / WEIGHTS_NAME).is_file() and (out / CONFIG_NAME).is_file()
+
+
 def _one_fetch_at_a_time(fetch_fn):
     """Run ``fetch`` for one cache entry in one process at a time (a lock file beside the entry).
 
@@ -272,10 +285,12 @@ def fetch(
     """Make sure the named weights are in the cache in our format and return their directory."""
     if name not in registry:
         raise DownloadError(f"unknown weights name {name!r}; known names: {', '.join(sorted(registry))}")
+    from .models.checkpoint import convert_official
+
     entry = registry[name]
     root = Path(cache) if cache is not None else cache_dir()
-    out = root / name
-    if (out / WEIGHTS_NAME).is_file() and (out / CONFIG_NAME).is_file():
+    out = cached_path(name, root)
+    if is_cached(name, root):
         return out
     raw = root / "downloads" / entry.filename
     if raw.is_file() and entry.sha256 and sha256_file(raw) != entry.sha256:

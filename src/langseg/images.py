@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import os
+import re
+import stat
+import struct
 import warnings
 from pathlib import Path
 
@@ -78,44 +83,94 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return img
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, a folder, a FIFO, a device, a symlink loop), or None."""
+    try:
+        st = os.stat(path)  # follows symlinks
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "no such file"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"cannot read it: {e.strerror or e}"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        kind = (
+            "a named pipe (FIFO)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "a special file"
+        )
+        return f"not a regular file ({kind}); only files are read"
+    if st.st_size == 0:
+        return "the file is empty"
+    return None
+
+
+_PILLOW_BOMB = re.compile(r"\((\d+) pixels\)")
+
+
 def load_image(
     path: str | Path,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
-    """Open an image file as upright RGB, or raise :class:`ImageError` naming the file."""
+    """Open an image file as upright RGB, or raise :class:`ImageError` naming the file.
+
+    Warnings of the decoder (a malformed EXIF block, a damaged ICC profile, ...) are logged with the
+    file's name instead of reaching the user as raw library warnings.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: the file is empty")
+    problem = file_problem(path)
+    if problem is not None:
+        raise ImageError(f"{path}: {problem}")
+    limit = (
+        f"the limit of {max_pixels:,} (--max-pixels; raise it if the image is genuine)" if max_pixels else ""
+    )
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            with Image.open(path) as img:
-                w, h = img.size
-                if max_pixels is not None and w * h > max_pixels:
-                    raise ImageError(
-                        f"{path}: {w}x{h} = {w * h:,} pixels is above the limit of {max_pixels:,} "
-                        "(raise it with --max-pixels if the image is genuine)"
+            try:
+                with Image.open(path) as img:
+                    w, h = img.size
+                    if max_pixels is not None and w * h > max_pixels:
+                        raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels is above {limit}")
+                    img.load()
+                    img = _upright(img, path)
+                    return _to_rgb(img, background)
+            finally:
+                for w_ in caught:
+                    log.warning(
+                        "%s: %s",
+                        path,
+                        str(w_.message).splitlines()[0] if str(w_.message) else w_.category.__name__,
                     )
-                img.load()
-                img = _upright(img, path)
-                return _to_rgb(img, background)
     except ImageError as e:
         if str(e).startswith(str(path)):
             raise
         raise ImageError(f"{path}: {e}") from None
     except Image.DecompressionBombError as e:
+        m = _PILLOW_BOMB.search(str(e))
+        size = f"{int(m[1]):,} pixels" if m else "its size"
         raise ImageError(
-            f"{path}: refused as a possible decompression bomb: {e} "
-            "(raise --max-pixels if the image is genuine)"
+            f"{path}: refused as a possible decompression bomb: {size} is above "
+            + (
+                limit
+                or f"the decoder's limit of {Image.MAX_IMAGE_PIXELS or 0:,} pixels "
+                "(give a limit of your own with --max-pixels, max_pixels= in Python)"
+            )
         ) from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (unrecognized format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{path}: corrupt or truncated image: {first}") from None
     except MemoryError:
         raise ImageError(f"{path}: not enough memory to decode the image") from None
 

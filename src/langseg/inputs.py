@@ -4,6 +4,7 @@ relative names their outputs take, decoded ahead of the model in background thre
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,6 +53,15 @@ def _is_hidden(path: Path, base: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(base).parts)
 
 
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when it cannot be resolved (a symlink loop): such an
+    input is kept and reported by name when it is read, not allowed to stop the whole run."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
 def expand_inputs(
     inputs: Sequence[str | Path], *, exclude: str | Path | None = None, every: int = 1
 ) -> tuple[list[InputImage], list[str]]:
@@ -63,7 +73,7 @@ def expand_inputs(
     file reached twice is kept once. A video (``.mp4``, ``.mkv``, ...) gives every ``every``-th frame,
     named ``<video>/<index>_<ms>ms``; a video that cannot be read gives a note naming it.
     """
-    skip = Path(exclude).resolve() if exclude is not None else None
+    skip = _resolved(Path(exclude)) if exclude is not None else None
     found: list[InputImage] = []
     notes: list[str] = []
     seen: set[Path] = set()
@@ -73,7 +83,7 @@ def expand_inputs(
     wanted = IMAGE_SUFFIXES + VIDEO_SUFFIXES
 
     def add(path: Path, rel: PurePath, root: str, explicit: bool = False) -> None:
-        key = path.resolve()
+        key = _resolved(path)
         if key in seen or (not explicit and skip is not None and key.is_relative_to(skip)):
             return
         seen.add(key)
@@ -98,7 +108,7 @@ def expand_inputs(
                 if q.is_file() and q.suffix.lower() in wanted and not _is_hidden(q, p)
             ]
             for q in matches:
-                add(q, PurePath(q.relative_to(p)), p.resolve().name)
+                add(q, PurePath(q.relative_to(p)), _resolved(p).name)
             if not matches:
                 notes.append(f"{text}: no images or videos in this folder (looked for {', '.join(wanted)})")
         elif any(ch in text for ch in _GLOB_CHARS) and not p.exists():
@@ -112,12 +122,12 @@ def expand_inputs(
                 add(
                     q,
                     PurePath(q.relative_to(base)) if q.is_relative_to(base) else PurePath(q.name),
-                    base.resolve().name,
+                    _resolved(base).name,
                 )
             if not matches:
                 notes.append(f"{text}: the pattern matched no images")
         else:
-            add(p, PurePath(p.name), p.resolve().parent.name, explicit=True)
+            add(p, PurePath(p.name), _resolved(p).parent.name, explicit=True)
     return found, notes
 
 

@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import LabelError
 
 Label = tuple[str, ...]  # one class: its names (synonyms), the first is the display name
+
+# Unicode categories refused inside a label: control characters (newline, tab, NUL, ...) and the
+# line/paragraph separators. A label is one line of text; these cannot be drawn in a legend.
+_FORBIDDEN_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def check_label_name(name: str) -> None:
+    """Raise :class:`LabelError` naming ``name`` when it holds a control character (newline, tab, ...).
+
+    Callers strip surrounding whitespace first; a control character inside a label is an error
+    rather than folded into a space, so that nothing the user typed is silently changed.
+
+    Every path that accepts labels (command line, labels file, Python API, web page and HTTP API)
+    calls this, so a label means the same everywhere: one line of printable text.
+    """
+    for ch in name:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            code = f"U+{ord(ch):04X}"
+            what = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}.get(
+                ch, f"control character {code}"
+            )
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            raise LabelError(
+                f"label {shown!r} contains {what}; a label is one line of text "
+                "(separate labels with ',' and synonyms with ';')"
+            )
 
 
 def parse_labels(text: str | Sequence[str]) -> list[Label]:
@@ -21,7 +48,9 @@ def parse_labels(text: str | Sequence[str]) -> list[Label]:
     items = text.split(",") if isinstance(text, str) else list(text)
     classes: list[Label] = []
     for item in items:
-        names = tuple(n.strip() for n in str(item).split(";"))
+        names = tuple(n.strip() for n in str(item).split(";"))  # surrounding whitespace is not part of it
+        for n in names:
+            check_label_name(n)
         if not any(names):
             raise LabelError(f"empty label in {text!r} (two commas in a row, or a trailing comma?)")
         if not all(names):

@@ -7,13 +7,18 @@ has the same colour in every picture, whatever the number of labels.
 from __future__ import annotations
 
 import colorsys
+import functools
+import logging
 import math
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+log = logging.getLogger(__name__)
 IGNORE_INDEX = 255  # mask value drawn as "no label" (datasets mark unlabeled pixels with it)
 MAX_PALETTE_LABELS = 256  # an indexed ("P") PNG holds at most this many colours
 
@@ -118,40 +123,130 @@ def legend_entries(mask: np.ndarray, names: list[str]) -> list[LegendEntry]:
     ]
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+# ----------------------------------------------------------------------------------- legend text
+MAX_LEGEND_ENTRIES = 40  # labels listed in a legend (largest shares first); the rest are counted
+MAX_LEGEND_FONT_PX = 64  # legend text never grows beyond this, whatever the image size
+LEGEND_PIXEL_ALLOWANCE = 2_000_000  # a legend may add at most max(this, the image's own pixels)
+_NOTDEF_PROBE = "\U0010fffd"  # a private-use code point no font maps: it draws the font's notdef glyph
+
+
+@functools.lru_cache(maxsize=64)
+def _truetype(path: str, size: int) -> ImageFont.FreeTypeFont | None:
     try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
+        return ImageFont.truetype(path, size)
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _fontconfig_file(pattern: str) -> str | None:
+    """The font file fontconfig picks for ``pattern`` (e.g. ``sans-serif:charset=4e2d``), if fc-match exists."""
+    exe = shutil.which("fc-match")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--format=%{file}", pattern], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _glyph_mask(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, ch: str) -> tuple:
+    mask = font.getmask(ch)
+    return mask.size, bytes(mask)
+
+
+def has_glyph(font: ImageFont.ImageFont | ImageFont.FreeTypeFont, ch: str) -> bool:
+    """Whether ``font`` draws ``ch`` as a glyph of its own rather than its notdef box (spaces count)."""
+    if ch.isspace():
+        return True
+    return _glyph_mask(font, ch) != _glyph_mask(font, _NOTDEF_PROBE)
+
+
+class LegendFont:
+    """Text in a fallback chain of fonts: the system's sans-serif (via fontconfig) or Pillow's default,
+    then, per character it lacks, the font fontconfig names for that character.
+
+    Labels in any script (Latin-1, Greek, Cyrillic, CJK, ...) are drawn with real glyphs whenever a
+    font on the system has them; a character no font has is drawn as the first font's notdef box.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        primary = _fontconfig_file("sans-serif")
+        font = _truetype(primary, size) if primary else None
+        if font is None:
+            try:
+                font = ImageFont.load_default(size=size)
+            except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
+                font = ImageFont.load_default()
+        self.primary = font
+
+    def font_for(self, ch: str) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+        if has_glyph(self.primary, ch):
+            return self.primary
+        path = _fontconfig_file(f"sans-serif:charset={ord(ch):x}")
+        font = _truetype(path, self.size) if path else None
+        return font if font is not None and has_glyph(font, ch) else self.primary
+
+    def runs(self, text: str) -> list[tuple[str, ImageFont.ImageFont | ImageFont.FreeTypeFont]]:
+        """``text`` split into pieces that one font draws each."""
+        out: list[tuple[str, ImageFont.ImageFont | ImageFont.FreeTypeFont]] = []
+        for ch in text:
+            font = self.font_for(ch)
+            if out and out[-1][1] is font:
+                out[-1] = (out[-1][0] + ch, font)
+            else:
+                out.append((ch, font))
+        return out
+
+    def length(self, draw: ImageDraw.ImageDraw, text: str) -> float:
+        return sum(draw.textlength(piece, font=font) for piece, font in self.runs(text))
+
+    def draw(self, draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill) -> None:
+        """Draw ``text`` with its left edge at ``x`` and its middle at ``y``."""
+        x, y = xy
+        for piece, font in self.runs(text):
+            draw.text((x, y), piece, fill=fill, font=font, anchor="lm")
+            x += draw.textlength(piece, font=font)
 
 
 def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def _draw_legend(entries: list[LegendEntry], font_px: int, columns: int) -> Image.Image:
-    """A white panel: per entry a colour swatch, the label name and its pixel share."""
-    font = _font(font_px)
+def _draw_legend(entries: list[LegendEntry], font_px: int, columns: int, more: int = 0) -> Image.Image:
+    """A white panel: per entry a colour swatch, the label name and its pixel share; then, when
+    ``more`` labels were left out, a line saying so."""
+    font = LegendFont(font_px)
     pad, row = max(4, font_px // 2), int(font_px * 1.6)
     texts = [f"{_shorten(e.name)}  {e.share:.1%}" for e in entries]
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(int(math.ceil(probe.textlength(t, font=font))) for t in texts)
+    tail = f"+{more} more labels (see the JSON record)" if more else ""
+    text_w = max(int(math.ceil(font.length(probe, t))) for t in texts)
     cell_w = pad + font_px + pad + text_w + pad
     rows = math.ceil(len(entries) / columns)
-    panel = Image.new("RGB", (cell_w * columns + pad, rows * row + 2 * pad), (255, 255, 255))
+    width = max(cell_w * columns + pad, int(math.ceil(font.length(probe, tail))) + 2 * pad if tail else 0)
+    panel = Image.new("RGB", (width, (rows + bool(tail)) * row + 2 * pad), (255, 255, 255))
     draw = ImageDraw.Draw(panel)
     for k, (entry, text) in enumerate(zip(entries, texts)):
         c, r = divmod(k, rows)
         x, y = pad + c * cell_w, pad + r * row
         top = y + (row - font_px) // 2
         draw.rectangle([x, top, x + font_px - 1, top + font_px - 1], fill=entry.color)
-        draw.text((x + font_px + pad, y + row // 2), text, fill=(20, 20, 20), font=font, anchor="lm")
+        font.draw(draw, (x + font_px + pad, y + row // 2), text, fill=(20, 20, 20))
+    if tail:
+        font.draw(draw, (pad, pad + rows * row + row // 2), tail, fill=(90, 90, 90))
     return panel
 
 
 def legend_font_size(width: int, height: int) -> int:
-    """Legend text height in pixels: grows with the image so it stays readable when viewed whole."""
-    return max(12, round(max(width, height) / 40))
+    """Legend text height in pixels: grows with the image so it stays readable when viewed whole,
+    between 12 and :data:`MAX_LEGEND_FONT_PX`, and at most a quarter of the short side (above 12)."""
+    grow = min(MAX_LEGEND_FONT_PX, round(max(width, height) / 40), min(width, height) // 4)
+    return max(12, grow)
 
 
 def overlay(
@@ -163,9 +258,13 @@ def overlay(
 ) -> Image.Image:
     """Blend label colours over ``image`` (``(H, W)`` mask, same size) and add a legend beside it.
 
-    The legend lists only the labels present (swatch, name, pixel share), with text scaled to the
-    image size; it goes to the right or below, whichever adds less area. Returns an RGB image of at
-    least the input size (exactly the input size with ``legend=False``).
+    The legend lists the labels present (swatch, name, pixel share; at most
+    :data:`MAX_LEGEND_ENTRIES`, largest shares first, the rest counted), with text scaled to the
+    image size; it goes to the right or below, whichever adds less area. It adds at most
+    ``max(LEGEND_PIXEL_ALLOWANCE, H * W)`` pixels: for an image too narrow or too flat to hold it
+    in that room (a 10 x 30000 strip), the overlay comes without a legend (the JSON record lists
+    the labels and colours). Returns an RGB image of at least the input size (exactly the input
+    size with ``legend=False``).
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -188,11 +287,18 @@ def overlay(
 
 def _attach_legend(img: Image.Image, entries: list[LegendEntry]) -> Image.Image:
     W, H = img.size
+    more = max(0, len(entries) - MAX_LEGEND_ENTRIES)
+    if more:  # the largest shares, listed in label order
+        top = sorted(entries, key=lambda e: -e.share)[:MAX_LEGEND_ENTRIES]
+        entries = sorted(top, key=lambda e: e.index)
     font_px = legend_font_size(W, H)
-    side = _draw_legend(entries, font_px, columns=1)
-    below = _draw_legend(entries, font_px, columns=max(1, min(len(entries), W // side.width)))
+    side = _draw_legend(entries, font_px, columns=1, more=more)
+    below = _draw_legend(entries, font_px, columns=max(1, min(len(entries), W // side.width)), more=more)
     area_side = (W + side.width) * max(H, side.height)
     area_below = max(W, below.width) * (H + below.height)
+    if min(area_side, area_below) - W * H > max(LEGEND_PIXEL_ALLOWANCE, W * H):
+        log.info("overlay of %dx%d: no room for a legend within the size bound; drawn without one", W, H)
+        return img
     if area_side <= area_below:
         canvas = Image.new("RGB", (W + side.width, max(H, side.height)), (255, 255, 255))
         canvas.paste(img, (0, 0))

@@ -53,21 +53,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INPUTS = 1  # some inputs were skipped (each reported by name); the others were processed
+EXIT_USAGE = 2  # bad options, labels, weights or configuration: nothing was processed
+EXIT_INTERNAL = 70  # an unexpected exception: a bug in langseg (sysexits' EX_SOFTWARE)
+INTERNAL_ERROR = "internal error, please report"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 inputs skipped, 2 usage/model errors, 70 internal errors.
+
+    No exception reaches the user as a traceback: errors about the user's input are one line naming
+    the file, label or key; anything else is an internal error, reported as such (with the
+    traceback only under ``--verbose``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except LangsegError as e:
         print(f"langseg: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("langseg: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the system refused a file operation (permissions, disk full, ...)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"langseg: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print("langseg: error: out of memory; try smaller inputs or settings", file=sys.stderr)
+        return EXIT_INPUTS
+    except Exception as e:
+        logging.getLogger(__name__).info("details of the internal error:", exc_info=True)
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(
+            f"langseg: {INTERNAL_ERROR} ({type(e).__name__}: {first[:200]}); "
+            "run again with --verbose for the details",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

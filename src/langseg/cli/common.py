@@ -8,6 +8,8 @@ Not a command itself (no ``register``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -571,6 +573,25 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.0f} TiB"
 
 
+def run_guarded(predictor, decoded: list, batch_fn, one_fn, report: Report) -> list:
+    """:func:`run_batch`, and when the batch fails for another reason than memory, each image again on
+    its own: an image that still fails is reported by name (``None``) and the others go on."""
+    try:
+        return run_batch(predictor, decoded, batch_fn, one_fn, report)
+    except Exception:
+        if len(decoded) == 1:
+            with report.guard(decoded[0].item.path):
+                raise
+            return [None]
+    out = []
+    for d in decoded:
+        result = None
+        with report.guard(d.item.path):
+            result = run_batch(predictor, [d], batch_fn, one_fn, report)[0]
+        out.append(result)
+    return out
+
+
 class Report:
     """Counts outcomes and tells the user about skipped inputs as they happen and at the end."""
 
@@ -578,8 +599,30 @@ class Report:
         self.done = 0
         self.kept = 0
         self.skipped: list[str] = []
+        self.internal = 0  # inputs lost to an unexpected error (a bug): exit status 70
         for note in notes:
             self.skip(note)
+
+    @contextlib.contextmanager
+    def guard(self, path: Path | str):
+        """Run one input's work; an error is reported with the input's name and the run goes on.
+
+        :class:`LangsegError` (a problem with that input) skips it; any other exception is an
+        internal error, reported as such (traceback only under ``--verbose``).
+        """
+        from ..cli import INTERNAL_ERROR
+        from ..errors import LangsegError
+
+        try:
+            yield
+        except LangsegError as e:
+            text = str(e)
+            self.skip(text if text.startswith(str(path)) else f"{path}: {text}")
+        except Exception as e:
+            logging.getLogger(__name__).info("details of the internal error:", exc_info=True)
+            self.internal += 1
+            first = str(e).splitlines()[0] if str(e) else ""
+            self.skip(f"{path}: {INTERNAL_ERROR} ({type(e).__name__}: {first[:200]})")
 
     def skip(self, message: str) -> None:
         from tqdm.auto import tqdm
@@ -620,6 +663,10 @@ class Report:
                     f"  ({skipped - len(self.skipped)} reported above by the other processes)",
                     file=sys.stderr,
                 )
+        if self.internal:
+            from ..cli import EXIT_INTERNAL
+
+            return EXIT_INTERNAL
         return 1 if skipped else 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 ORDER = 50
@@ -46,18 +47,33 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import LangsegError
-    from ..models.checkpoint import convert_official
+    from ..hub import REGISTRY
+    from ..models.checkpoint import CONFIG_NAME, convert_official
 
+    src = args.checkpoint
+    if src.is_dir() and (src / CONFIG_NAME).is_file():
+        raise LangsegError(
+            f"{src} is a langseg folder already (model.safetensors + config.json): use it as it is "
+            "(--weights), there is nothing to convert"
+        )
+    if args.out.exists() and not args.out.is_dir():
+        raise LangsegError(f"{args.out} is a file; the output must be a folder")
     if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
         raise LangsegError(f"{args.out} exists and is not empty; pass --overwrite to replace it")
-    overrides = {}
+    overrides: dict = {}
+    known = next((e for e in REGISTRY.values() if e.filename == src.name), None)
+    if known is not None:  # an official file under its own name: the settings the weights cannot tell
+        overrides.update(known.overrides)
+        print(
+            f"{src.name}: the official file of {known.name}; its labels and settings come from the registry"
+        )
     if args.arch_option is not None:
         overrides["arch_option"] = args.arch_option
     if args.block_depth is not None:
         overrides["block_depth"] = args.block_depth
     dtype = getattr(torch, args.dtype) if args.dtype else None
     out = convert_official(
-        args.checkpoint,
+        src,
         args.out,
         drop_unused=args.drop_unused,
         dtype=dtype,
@@ -65,4 +81,10 @@ def run(args: argparse.Namespace) -> int:
         **overrides,
     )
     print(f"wrote {out}")
+    if "labels" not in overrides:
+        print(
+            f"note: {src.name} stores no label list, so the converted model has none; "
+            "give labels when you use it (langseg segment --labels ...)",
+            file=sys.stderr,
+        )
     return 0

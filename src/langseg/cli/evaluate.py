@@ -6,6 +6,7 @@ Also the options and helpers that ``langseg eval-zeroshot`` (:mod:`langseg.cli.z
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -230,8 +231,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     check_out(out, args.overwrite, args.resume, resumable=True)
     device, rank = setup_distributed(args)
     predictor, record = _eval_setup(args, dataset, labels, templates, weights, device)
-    start, confusion, seconds_before = _resume_point(args, out, record)
-    save = _saver(args, out, record, predictor, start, seconds_before)
+    start, confusion, seconds_before, skipped_before = _resume_point(args, out, record)
+    save = _saver(args, out, record, predictor, start, seconds_before, skipped_before)
 
     t0 = time.perf_counter()
     result = evaluate(
@@ -256,6 +257,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     _print_fixed(result.metrics(), header)
     print(f"wrote {out}")
+    skipped = skipped_before + result.skipped
+    if skipped:  # scored without them; the count and the messages are in the record too
+        print(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) != 1 else ''}:", file=sys.stderr)
+        for message in skipped[:20]:
+            print(f"  {message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -354,14 +361,14 @@ def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple
 
 
 def _resume_point(args: argparse.Namespace, out: Path, record: dict[str, Any]):
-    """``(images done, confusion so far, seconds so far)`` of the run saved in ``out`` with --resume."""
+    """``(images done, confusion so far, seconds so far, skipped so far)`` of the run saved in ``out`` with --resume."""
     import torch
 
     from ..errors import LangsegError
     from ..files import read_json
 
     if not (args.resume and out.exists()):
-        return 0, None, 0.0
+        return 0, None, 0.0, []
     old = read_json(out)
     if _run_signature(old) != _run_signature(record):
         raise LangsegError(
@@ -369,10 +376,18 @@ def _resume_point(args: argparse.Namespace, out: Path, record: dict[str, Any]):
             "use another --out or --overwrite"
         )
     confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
-    return int(old.get("images", 0)), confusion, float(old.get("seconds", 0.0))
+    return int(old.get("images", 0)), confusion, float(old.get("seconds", 0.0)), list(old.get("skipped", []))
 
 
-def _saver(args, out: Path, record: dict[str, Any], predictor, start: int, seconds_before: float):
+def _saver(
+    args,
+    out: Path,
+    record: dict[str, Any],
+    predictor,
+    start: int,
+    seconds_before: float,
+    skipped_before: list,
+):
     """``save(result, complete)``: the record with the counts so far, written to ``out``."""
     from ..files import write_json
     from ..provenance import environment
@@ -384,6 +399,7 @@ def _saver(args, out: Path, record: dict[str, Any], predictor, start: int, secon
             **result.metrics(),
             "complete": complete,
             "images": result.images,
+            "skipped": skipped_before + result.skipped,  # unreadable images, left out of the scores
             "seconds": round(seconds, 3),
             "images_per_second": round((result.images - start) / max(result.seconds, 1e-9), 4),
             "environment": environment(predictor.device, args.precision),

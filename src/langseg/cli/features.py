@@ -23,7 +23,7 @@ from .common import (
     open_session,
     positive_int,
     progress,
-    run_batch,
+    run_guarded,
     this_slice,
 )
 
@@ -50,7 +50,8 @@ reading the output (numpy):
   index = json.load(open("feats/index.json"))
   f = np.load("feats/" + index["images"][0]["file"])   # (D, h, w), unit norm over D (--layout chw)
 
-exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights.
+exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights,
+70 internal error (a bug; please report it).
 """
 
 
@@ -347,7 +348,7 @@ def _export(
     with progress(len(todo)) as bar:
         for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
-            maps = run_batch(
+            maps = run_guarded(
                 predictor,
                 ok,
                 lambda images: predictor.features(
@@ -364,10 +365,11 @@ def _export(
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, feats in zip(ok, maps):
                 if feats is not None:
-                    entry = _write(args, predictor, settings, d, feats, files[d.item], per_image, basis)
-                    entries[entry["file"]] = entry
-                    report.done += 1
-                    since_index += 1
+                    with report.guard(d.item.path):
+                        entry = _write(args, predictor, settings, d, feats, files[d.item], per_image, basis)
+                        entries[entry["file"]] = entry
+                        report.done += 1
+                        since_index += 1
                 bar.update(1)
             if since_index >= INDEX_EVERY:
                 save_index()

@@ -24,7 +24,7 @@ from .common import (
     open_session,
     plan_inputs,
     progress,
-    run_batch,
+    run_guarded,
 )
 
 ORDER = 10
@@ -39,7 +39,8 @@ labels:
   commas separate classes, ';' separates synonyms of one class (their embeddings are averaged):
   "cat;kitten,grass" has two classes. Without --labels the checkpoint's own labels are used.
 
-exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/labels/weights.
+exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/labels/weights,
+70 internal error (a bug; please report it).
 """
 
 
@@ -147,7 +148,13 @@ def _run(args: argparse.Namespace, place) -> int:
 
     session = open_session(args, templates)
     if classes is None:  # the checkpoint's own labels (may repeat a name, as ADE20K's "screen")
-        classes = [tuple(n.strip() for n in lab.split(";")) for lab in session.predictor.model.config.labels]
+        own = session.predictor.model.config.labels
+        if len(own) < 2:
+            raise LangsegError(
+                f"the weights {session.weights.get('weights') or args.weights} hold no label list of their own "
+                f"(only {list(own)}), so every pixel would get the same label; pass --labels"
+            )
+        classes = [tuple(n.strip() for n in lab.split(";")) for lab in own]
     session.predictor.text_features(classes)  # the model's own tokenizer check, before any image work
     return _segment(args, session, classes, todo, files, report)
 
@@ -159,7 +166,7 @@ def _segment(args, session: Session, classes, todo, files, report: Report) -> in
     with progress(len(todo)) as bar:
         for ok in decoded_batches(args, todo, batch_size, report, bar):
             t0 = time.perf_counter()
-            preds = run_batch(
+            preds = run_guarded(
                 predictor,
                 ok,
                 lambda images: predictor.predict(
@@ -175,8 +182,9 @@ def _segment(args, session: Session, classes, todo, files, report: Report) -> in
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, pred in zip(ok, preds):
                 if pred is not None:
-                    _write(args, session, classes, d, pred, files[d.item], per_image)
-                    report.done += 1
+                    with report.guard(d.item.path):
+                        _write(args, session, classes, d, pred, files[d.item], per_image)
+                        report.done += 1
                 bar.update(1)
     return report.summary("segmented", time.perf_counter() - start, args.out)
 

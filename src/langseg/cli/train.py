@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 ORDER = 40
@@ -57,13 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import LangsegError
 
-    try:
-        import lightning  # noqa: F401
-        import yaml
-    except ModuleNotFoundError as e:
+    missing = [m for m in ("lightning", "yaml") if importlib.util.find_spec(m) is None]  # no slow import yet
+    if missing:
         raise LangsegError(
-            f"training needs the train extra ({e.name} is missing): pip install 'langseg[train]'"
-        ) from None
+            f"training needs the train extra ({missing[0]} is missing): pip install 'langseg[train]'"
+        )
+    import yaml
+
     from ..train.config import load_config
 
     out = args.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 ORDER = 60
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "names",
         nargs="*",
-        help="weights names (download/path); for push: RUN_OR_FOLDER ORG/NAME",
+        help="weights names (download/path); for push: RUN_OR_FOLDER ORG/NAME. 'path' prints where each "
+        "is or will be without downloading (exit status 1 when one is not there yet)",
     )
     push = p.add_argument_group("push options")
     push.add_argument("--revision", help="branch to commit to (created from main if missing; default main)")
@@ -38,15 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LangsegError
-    from ..hub import REGISTRY, cache_dir
+    from ..hub import REGISTRY, cache_dir, cached_path, is_cached
     from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
+        if args.names:
+            raise LangsegError("'langseg weights list' takes no names")
         print(f"cache: {cache_dir()}")
         for name, path in bundled_weights().items():
             print(f"  {name:26s} bundled  {path}")
         for name, e in REGISTRY.items():
-            here = "cached" if (cache_dir() / name / "config.json").is_file() else "remote"
+            here = "cached" if is_cached(name) else "remote"
             print(f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else ""))
         return 0
     if args.action == "push":
@@ -65,6 +69,32 @@ def run(args: argparse.Namespace) -> int:
         )
         print(url)
         return 0
+    if not args.names:
+        raise LangsegError(f"'langseg weights {args.action}' needs at least one weights name")
+    bundled = bundled_weights()
+    unknown = [
+        n for n in args.names if n not in bundled and n not in REGISTRY and not n.startswith("hf-hub:")
+    ]
+    if unknown:
+        known = ", ".join(sorted(bundled) + sorted(REGISTRY))
+        raise LangsegError(f"unknown weights name {unknown[0]!r}; known names: {known}")
+    if args.action == "path":  # where the weights are or will be; never downloads
+        missing = 0
+        for name in args.names:
+            if name.startswith("hf-hub:"):  # the Hugging Face cache decides where; it may download
+                print(resolve_weights(name))
+                continue
+            path = bundled.get(name) or cached_path(name)
+            print(path)
+            if name not in bundled and not is_cached(name):
+                missing += 1
+                print(
+                    f"langseg: {name} is not downloaded yet; 'langseg weights download {name}' puts it "
+                    f"there (the official file {REGISTRY[name].filename} goes to "
+                    f"{cache_dir() / 'downloads'} first)",
+                    file=sys.stderr,
+                )
+        return 1 if missing else 0
     for name in args.names:
         print(resolve_weights(name))
     return 0

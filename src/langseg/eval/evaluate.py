@@ -10,9 +10,10 @@ matrices are summed (:func:`langseg.distributed.all_reduce`).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,8 +39,9 @@ class EvalResult:
 
     confusion: torch.Tensor  # (K, K) int64, rows true class, columns predicted
     labels: list[str]  # display name per class
-    images: int  # images scored
+    images: int  # images covered (scored or skipped)
     seconds: float  # wall time of the loop
+    skipped: list[str] = field(default_factory=list)  # one message per unreadable image, naming it
 
     def metrics(self) -> dict[str, Any]:
         """``pixAcc``, official ``mIoU`` (absent classes count 0), ``mIoU_present``, ``per_class_iou``.
@@ -88,11 +90,13 @@ class Guarded(Dataset):
             return self.dataset[self.indices[i]]
         except LangsegError as e:
             return e
+        except Exception as e:  # a reader bug must not stop the run either; it is reported as such
+            return LangsegError(f"image {self.indices[i]} of the split: {type(e).__name__}: {e}")
 
 
-def collate_list(batch: list) -> list | LangsegError:
-    """Keep samples as a list (or pass on the first reading error)."""
-    return next((b for b in batch if isinstance(b, LangsegError)), batch)
+def collate_list(batch: list) -> list:
+    """Keep samples (and reading errors, in their place) as a list."""
+    return batch
 
 
 def collate_tensors(batch: list) -> Any:
@@ -160,8 +164,16 @@ def evaluate(
     bar = tqdm(
         total=len(indices), disable=not progress or rank != 0, desc="eval", unit="img", dynamic_ncols=True
     )
-    for samples in map(raise_if_error, loader):
-        preds = predictor.predict([s.image for s in samples], labels, batch_size=batch_size)
+    skipped: list[str] = []
+    for batch in loader:
+        samples = [s for s in batch if not isinstance(s, LangsegError)]
+        for e in batch:
+            if isinstance(e, LangsegError):  # an unreadable image or mask: reported, left out
+                skipped.append(str(e))
+                tqdm.write(f"langseg: skipped {e}", file=sys.stderr)
+        preds = (
+            predictor.predict([s.image for s in samples], labels, batch_size=batch_size) if samples else []
+        )
         for s, p in zip(samples, preds):
             if p.labels.shape != s.mask.shape:  # the predictor promises the input size
                 raise LangsegError(
@@ -170,8 +182,8 @@ def evaluate(
             conf += confusion_matrix(
                 torch.from_numpy(p.labels), torch.from_numpy(s.mask), K, dataset.ignore_index
             )
-        done += len(samples)
-        bar.update(len(samples))
+        done += len(batch)
+        bar.update(len(batch))
         if progress and rank == 0:
             bar.set_postfix(
                 pixAcc=f"{pixel_accuracy(conf):.4f}",
@@ -185,7 +197,12 @@ def evaluate(
             and done < stop
             and (done - start) % checkpoint_every < len(samples)
         ):
-            checkpoint(EvalResult(conf.clone(), display_names(labels), done, time.perf_counter() - t0))
+            checkpoint(
+                EvalResult(conf.clone(), display_names(labels), done, time.perf_counter() - t0, list(skipped))
+            )
     bar.close()
     conf = all_reduce(conf)
-    return EvalResult(conf, display_names(labels), stop, time.perf_counter() - t0)
+    total = int(all_reduce(torch.tensor([len(skipped)], dtype=torch.long))[0])
+    if total > len(skipped):  # the other processes' messages stay in their own logs
+        skipped.append(f"... and {total - len(skipped)} more on other processes")
+    return EvalResult(conf, display_names(labels), stop, time.perf_counter() - t0, skipped)

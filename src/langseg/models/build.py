@@ -140,6 +140,24 @@ def model_config(name: str, **overrides: Any) -> LSegConfig:
     return MODELS[name](**overrides)
 
 
+def check_variant(config: LSegConfig) -> None:
+    """Raise :class:`ValueError` when ``config.name`` is not a known variant or names another trunk.
+
+    The name goes into every record of what ran; a config whose trunk contradicts its name (a ResNet
+    under a ViT variant's name, say) would be recorded as something it is not.
+    """
+    if config.name not in MODELS:
+        raise ValueError(f"model.name: unknown variant {config.name!r}; expected one of {list_models()}")
+    ref = MODELS[config.name]()
+    kind = "ViT" if config.vit is not None else "ResNet"
+    if (ref.vit is not None) != (config.vit is not None):
+        want = "ViT" if ref.vit is not None else "ResNet"
+        raise ValueError(
+            f"model.name {config.name!r} is a variant with a {want} image encoder, but the config "
+            f"describes a {kind} one"
+        )
+
+
 def create_model(name: str, *, fused_attn: bool = True, **overrides: Any) -> LSeg:
     """A randomly initialized network of a named variant."""
     return build_lseg(model_config(name, **overrides), fused_attn=fused_attn)

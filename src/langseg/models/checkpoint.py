@@ -11,6 +11,7 @@ import json
 import logging
 import pickle
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -22,8 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import LangsegError
 from ..files import OutputExistsError, write_folder
-from .build import CLIP_RN50X16_VISUAL, CLIP_VIT_B32_VISUAL, build_lseg, model_config
-from .config import ClipVisualConfig, LSegConfig, ResNetConfig, TextConfig, ViTConfig
+from .build import CLIP_RN50X16_VISUAL, CLIP_VIT_B32_VISUAL, build_lseg, check_variant, model_config
+from .config import ClipVisualConfig, LSegConfig, ResNetConfig, TextConfig, ViTConfig, check_ranges
 from .lseg import LSeg
 
 log = logging.getLogger(__name__)
@@ -42,32 +43,77 @@ class CheckpointError(LangsegError, RuntimeError):
 class _LightningCallbackKey:
     """Stands in for ``pytorch_lightning...ModelCheckpoint``, which Lightning < 1.5 used as a dict key.
 
-    It is the only foreign global the official files need; it is mapped to this inert class.
+    It is the only foreign global the official files need; it is mapped to this inert class, which
+    accepts and ignores whatever arguments or state the file gives it (it never runs anything).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
 
 
 _ALLOWED_GLOBALS = [
     (_LightningCallbackKey, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
 ]
+_PICKLE_DETAIL = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", re.S)
+_FOREIGN_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)")
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (``torch.save`` since 1.6) or a pickle stream (the legacy format) at the start."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def read_torch_file(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; the Lightning 1.x callback class is the one extra allowed."""
+    """``torch.load`` with ``weights_only=True``; the Lightning 1.x callback class is the one extra allowed.
+
+    Every failure is a :class:`CheckpointError` naming the file and what is wrong with it; torch's
+    advice to retry with ``weights_only=False`` is never passed on (these files are untrusted).
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise CheckpointError(f"{path}: {what}" + (" (expected a .ckpt/.pt file)" if path.exists() else ""))
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
     try:
-        with torch.serialization.safe_globals(_ALLOWED_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        if not _looks_like_torch_file(path):
+            raise CheckpointError(
+                f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a pickle stream)"
+            )
+        with (
+            torch.serialization.safe_globals(_ALLOWED_GLOBALS),
+            warnings.catch_warnings(record=True) as caught,
+        ):
+            warnings.simplefilter("always")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        for w in caught:  # e.g. torch's note on pickle protocols: about the file, not for the user's terminal
+            log.debug("%s: %s", path, w.message)
+        return obj
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as e:
+        text = str(e)
+        foreign = _FOREIGN_GLOBAL.search(text)
+        if foreign:
+            raise CheckpointError(
+                f"{path}: holds a Python object of type {foreign[1]}, which is not loaded: only tensors and "
+                "plain containers are read from weights files (no pickled code runs)"
+            ) from None
+        detail = _PICKLE_DETAIL.search(text)
+        reason = f": {detail[1].strip().splitlines()[0][:100]}" if detail else ""
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle data{reason})") from None
+    except MemoryError:
+        raise CheckpointError(f"{path}: not enough memory to read the file") from None
+    except Exception as e:  # torch and zipfile raise assorted errors on damaged files
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"{path}: refused to unpickle: {str(e).splitlines()[0]}. Only tensors and plain containers are "
-            "read (weights_only=True); the file holds other objects."
+            f"{path}: not a readable PyTorch file (truncated or corrupt?): {first}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or corrupt?): {e}") from None
 
 
 def unwrap_state_dict(obj: Any, path: str | Path = "<weights>") -> dict[str, torch.Tensor]:
@@ -148,9 +194,13 @@ def _count(sd: Mapping[str, Any], pattern: str) -> int:
 def infer_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> LSegConfig:
     """Infer the architecture from our key names and shapes (official files store no hyper-parameters)."""
     try:
-        return _infer_config(sd, **overrides)
+        cfg = _infer_config(sd, **overrides)
+        check_ranges(cfg)
+        return cfg
     except KeyError as e:
         raise CheckpointError(f"cannot tell the LSeg variant: key {e} is missing") from None
+    except (IndexError, ValueError, TypeError, ZeroDivisionError, AttributeError) as e:
+        raise CheckpointError(f"cannot tell the LSeg variant from the tensor shapes: {e}") from None
 
 
 def _infer_config(sd: Mapping[str, torch.Tensor], **overrides: Any) -> LSegConfig:
@@ -269,7 +319,10 @@ def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
     if not is_official(sd):
         raise CheckpointError(f"{path}: not an official lang-seg checkpoint (no 'net.scratch.*' keys)")
     sd = official_to_langseg(sd)
-    cfg = infer_config(sd, **overrides)
+    try:
+        cfg = infer_config(sd, **overrides)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     model = build_lseg(cfg)
     load_weights(model, sd, str(path))
     return model.eval()
@@ -335,7 +388,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON or not UTF-8
         raise CheckpointError(f"{path}: not a readable config.json: {e}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
         raise CheckpointError(
@@ -357,6 +410,7 @@ def load_pretrained(path: str | Path) -> LSeg:
     meta = read_config(config)
     try:
         cfg = LSegConfig.from_dict(meta["model"])
+        check_variant(cfg)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{config}: invalid model config: {e}") from None
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,14 +116,61 @@ class LSegConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LSegConfig:
-        """Rebuild a config from :meth:`to_dict` output; unknown keys are errors."""
+        """Rebuild a config from :meth:`to_dict` output (e.g. a ``config.json``), checking every value.
+
+        Unknown keys, values of the wrong type (``"depth": "4"``) and values out of range
+        (``"num_heads": 0``, hooks past the last block) raise :class:`ValueError` naming the key.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"model: expected a mapping of LSegConfig fields, got {_show(d)}")
         d = dict(d)
         d.pop("zero_shot", None)  # a flag that earlier versions saved but nothing read
-        sub = {"vit": ViTConfig, "resnet": ResNetConfig, "text": TextConfig, "clip_visual": ClipVisualConfig}
-        for key, typ in sub.items():
-            if d.get(key) is not None:
-                d[key] = _build(typ, d[key], key)
-        return _build(cls, d, "model")
+        cfg = _build(cls, d, "model")
+        check_ranges(cfg)
+        return cfg
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    """``value`` (as read from JSON) checked against a field's type hint; errors name the key."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return tuple(value) if isinstance(value, list) else value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, where)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping of {hint.__name__} fields, got {_show(value)}")
+        return _build(hint, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {_show(value)} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {_show(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{where}: expected a list of {len(args)} values, got {_show(value)}")
+        return tuple(_convert(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {_show(value)}")
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+    raise ValueError(f"{where}: expected {name}, got {_show(value)}")
 
 
 def _build(typ: type, values: dict[str, Any], where: str) -> Any:
@@ -129,12 +178,64 @@ def _build(typ: type, values: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown keys in {where} config: {unknown}; expected some of {sorted(names)}")
-    out = {}
-    for f in dataclasses.fields(typ):
-        if f.name not in values:
-            continue
-        v = values[f.name]
-        if isinstance(v, list):
-            v = tuple(v)
-        out[f.name] = v
+    hints = typing.get_type_hints(typ)
+    out = {
+        f.name: _convert(values[f.name], hints[f.name], f"{where}.{f.name}")
+        for f in dataclasses.fields(typ)
+        if f.name in values
+    }
     return typ(**out)
+
+
+def _at_least(where: str, value: int | float, low: int | float) -> None:
+    if value < low:
+        raise ValueError(f"{where} must be >= {low}, got {value}")
+
+
+def check_ranges(cfg: LSegConfig) -> None:
+    """Raise :class:`ValueError` naming the first field whose value cannot build a network."""
+    if cfg.vit is not None:
+        v = cfg.vit
+        for key in ("patch_size", "embed_dim", "depth", "num_heads", "img_size"):
+            _at_least(f"model.vit.{key}", getattr(v, key), 1)
+        _at_least("model.vit.num_classes", v.num_classes, 0)
+        if v.embed_dim % v.num_heads:
+            raise ValueError(
+                f"model.vit.embed_dim ({v.embed_dim}) must be a multiple of model.vit.num_heads ({v.num_heads})"
+            )
+        if not v.mlp_ratio > 0:
+            raise ValueError(f"model.vit.mlp_ratio must be > 0, got {v.mlp_ratio}")
+        if v.img_size % v.patch_size:
+            raise ValueError(
+                f"model.vit.img_size ({v.img_size}) must be a multiple of model.vit.patch_size ({v.patch_size})"
+            )
+        if list(v.hooks) != sorted(set(v.hooks)) or not all(0 <= h < v.depth for h in v.hooks):
+            raise ValueError(
+                f"model.vit.hooks must be 4 increasing block indices in [0, {v.depth}), got {list(v.hooks)}"
+            )
+    if cfg.resnet is not None:
+        for i, n in enumerate(cfg.resnet.layers):
+            _at_least(f"model.resnet.layers.{i}", n, 1)
+        _at_least("model.resnet.width", cfg.resnet.width, 1)
+    t = cfg.text
+    for key in ("width", "layers", "heads", "context_length", "vocab_size", "embed_dim"):
+        _at_least(f"model.text.{key}", getattr(t, key), 1)
+    if t.width % t.heads:
+        raise ValueError(f"model.text.width ({t.width}) must be a multiple of model.text.heads ({t.heads})")
+    if cfg.clip_visual is not None:
+        c = cfg.clip_visual
+        for key in ("image_size", "width", "heads", "patch_size"):
+            _at_least(f"model.clip_visual.{key}", getattr(c, key), 1)
+        layers = c.layers if isinstance(c.layers, tuple) else (c.layers,)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers):
+            raise ValueError(f"model.clip_visual.layers must be positive integers, got {_show(c.layers)}")
+    for i, n in enumerate(cfg.reassemble_channels):
+        _at_least(f"model.reassemble_channels.{i}", n, 1)
+    _at_least("model.features", cfg.features, 1)
+    _at_least("model.block_depth", cfg.block_depth, 0)
+    if not cfg.logit_scale > 0:
+        raise ValueError(f"model.logit_scale must be > 0, got {cfg.logit_scale}")
+    if not all(s > 0 for s in cfg.std):
+        raise ValueError(f"model.std must be positive, got {list(cfg.std)}")
+    if not cfg.labels:
+        raise ValueError("model.labels must hold at least one label")

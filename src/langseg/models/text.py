@@ -13,7 +13,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import QuickGELU, Transformer, VisionTransformer
 
 from ..errors import LabelError
-from ..labels import parse_templates
+from ..labels import check_label_name, parse_templates
 from .config import ClipVisualConfig, TextConfig
 
 
@@ -156,6 +156,7 @@ def expand_prompts(
         for name in names:
             if not isinstance(name, str) or not name.strip():
                 raise LabelError(f"label {i} ({name!r}) is empty; every label needs at least one word")
+            check_label_name(name.strip())
             for t in templates:
                 prompts.append(t.format(name.strip()))
                 owner.append(i)
