@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "weights",
         help="list or download the official checkpoints by name",
         description="Named weights: the bundled toy model and the official lang-seg checkpoints, downloaded "
-        "once into the cache ($LANGSEG_CACHE, default ~/.cache/langseg) and converted to safetensors.",
+        "once into the cache ($LANGSEG_CACHE, default ~/.cache/langseg) and converted to safetensors. The "
+        "official files have no published hash: the SHA-256 of each download is shown and recorded, and "
+        "the cached files are checked against the record on every use.",
         epilog="examples:\n  langseg weights list\n  langseg weights download lseg-demo-vitl16",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -23,14 +25,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import REGISTRY, bundled_weights, cache_dir, resolve_weights
+    from ..hub import read_record, record_path
 
     if args.action == "list":
         print(f"cache: {cache_dir()}")
         for name, path in bundled_weights().items():
             print(f"  {name:26s} bundled  {path}")
         for name, e in REGISTRY.items():
-            here = "cached" if (cache_dir() / name / "config.json").is_file() else "remote"
-            print(f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else ""))
+            cached = (cache_dir() / name / "config.json").is_file()
+            here = "n/a" if e.unavailable else "cached" if cached else "remote"
+            line = f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else "")
+            digest = read_record(record_path(name)).get("sha256") if cached else None
+            print(
+                line
+                + (
+                    f"\n  {'':26s} {'':8s} SHA-256 of {e.filename} at first download: {digest}"
+                    if digest
+                    else ""
+                )
+            )
         return 0
     for name in args.names:
         print(resolve_weights(name))
