@@ -265,6 +265,11 @@ def load_weights(model: LSeg, sd: Mapping[str, torch.Tensor], source: str = "<we
 # ---------------------------------------------------------------------------------- public entry
 def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
     """Build and load a network from an official lang-seg Lightning ``.ckpt``."""
+    return _load_official(path, **overrides)[0]
+
+
+def _load_official(path: str | Path, **overrides: Any) -> tuple[LSeg, dict[str, torch.dtype]]:
+    """The network of an official ``.ckpt`` and the dtype of each of its tensors in the file."""
     sd = unwrap_state_dict(read_torch_file(path), path)
     if not is_official(sd):
         raise CheckpointError(f"{path}: not an official lang-seg checkpoint (no 'net.scratch.*' keys)")
@@ -272,24 +277,29 @@ def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
     cfg = infer_config(sd, **overrides)
     model = build_lseg(cfg)
     load_weights(model, sd, str(path))
-    return model.eval()
+    return model.eval(), {k: v.dtype for k, v in sd.items()}
 
 
 def save_pretrained(
     model: LSeg,
     out_dir: str | Path,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | Mapping[str, torch.dtype] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` atomically."""
+    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` atomically.
+
+    ``dtype``: one dtype for every floating-point tensor, or a dtype per key (keys not in the mapping
+    keep the model's dtype), or None for the model's dtypes.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sd = {}
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
+        want = dtype.get(k) if isinstance(dtype, Mapping) else dtype
+        if want is not None and v.is_floating_point():
+            v = v.to(want)
         sd[k] = v.contiguous()
     meta = {"format": FORMAT, "model": model.config.to_dict()}
     if extra:
@@ -372,14 +382,21 @@ def convert_official(
     **overrides: Any,
 ) -> Path:
     """Convert an official checkpoint to our format; optionally drop the never-run CLIP image tower
-    and ViT classifier head (recorded in the config, so the result loads strictly)."""
-    model = load_official_checkpoint(src, **overrides)
+    and ViT classifier head (recorded in the config, so the result loads strictly).
+
+    ``dtype=None`` keeps each tensor's dtype as in the file (the official files hold their CLIP
+    tensors in float16), so the result loads to the same network as the file itself.
+    """
+    model, file_dtypes = _load_official(src, **overrides)
     dropped: list[str] = []
     if drop_unused:
         model = drop_unused_parts(model)
         dropped = ["text_encoder.visual", "image_encoder.vit.head"]
     return save_pretrained(
-        model, out_dir, dtype=dtype, extra={"source": str(Path(src).name), "dropped": dropped}
+        model,
+        out_dir,
+        dtype=file_dtypes if dtype is None else dtype,
+        extra={"source": str(Path(src).name), "dropped": dropped},
     )
 
 
