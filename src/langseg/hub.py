@@ -17,7 +17,6 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,8 +27,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .errors import LangsegError
+from .files import write_json
 from .models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, convert_official
-from .outputs import sha256_file, write_json
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _drive(name: str, filename: str, file_id: str, description: str, **kw: Any) 
     )
 
 
-_ZS_VIT = {"name": "lseg_zs_vitl16_384", "zero_shot": True, "activation": "relu", "labels": ("others",)}
+_ZS_VIT = {"name": "lseg_zs_vitl16_384", "activation": "relu", "labels": ("others",)}
 _ZS_RN = {"name": "lseg_zs_rn101", "labels": ("others",)}
 
 REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType(
@@ -339,11 +339,7 @@ def fetch(
         download(entry, raw, progress=progress)
     digest = _check_source(entry, raw, record, record_file)
     log.info("converting %s to %s", raw, out)
-    tmp = root / f".{name}.converting"
-    shutil.rmtree(tmp, ignore_errors=True)
-    convert_official(raw, tmp, **entry.overrides)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    convert_official(raw, out, overwrite=True, **entry.overrides)  # appears whole or not at all
     record.update(
         name=name,
         file=entry.filename,

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import REGISTRY, bundled_weights, cache_dir, resolve_weights
-    from ..hub import read_record, record_path
+    from ..hub import REGISTRY, cache_dir, read_record, record_path
+    from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
         print(f"cache: {cache_dir()}")
