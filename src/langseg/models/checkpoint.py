@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 FORMAT = "langseg-v1"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 
 
 class CheckpointError(LangsegError, RuntimeError):
@@ -287,7 +288,8 @@ def save_pretrained(
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` as the folder ``out_dir``, whole or not at all.
+    """Write ``model.safetensors`` + ``config.json`` + the model card ``README.md`` as the folder
+    ``out_dir``, whole or not at all; ``extra`` entries (``source``, ``train``, ...) go into ``config.json``.
 
     The folder is filled beside ``out_dir`` and renamed into place (see
     :func:`langseg.files.write_folder`). An existing non-empty ``out_dir`` raises unless
@@ -295,9 +297,15 @@ def save_pretrained(
     ``dtype``: one dtype for every floating-point tensor, or a dtype per key (keys not in the mapping
     keep the model's dtype), or None for the model's dtypes.
     """
+    from ..model_card import model_card
+
     out_dir = Path(out_dir)
     if overwrite and out_dir.is_dir():
-        others = sorted(p.name for p in out_dir.iterdir() if p.name not in (WEIGHTS_NAME, CONFIG_NAME))
+        others = sorted(
+            p.name
+            for p in out_dir.iterdir()
+            if p.name not in (WEIGHTS_NAME, CONFIG_NAME) and not _is_our_card(p)
+        )
         if others:
             raise OutputExistsError(
                 f"{out_dir} holds other files than a saved model ({', '.join(others[:3])}); "
@@ -317,8 +325,18 @@ def save_pretrained(
     def fill(folder: Path) -> None:
         save_file(sd, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
         (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (folder / CARD_NAME).write_text(model_card(meta), encoding="utf-8")
 
     return write_folder(out_dir, fill, overwrite=overwrite)
+
+
+def _is_our_card(path: Path) -> bool:
+    """A ``README.md`` that :func:`save_pretrained` wrote (a user's own README is never replaced)."""
+    return (
+        path.name == CARD_NAME
+        and path.is_file()
+        and "\nlibrary_name: langseg\n" in path.read_text(errors="replace")[:400]
+    )
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -388,6 +406,8 @@ def convert_official(
     ``dtype=None`` keeps each tensor's dtype as in the file (the official files hold their CLIP
     tensors in float16), so the result loads to the same network as the file itself.
     """
+    from ..provenance import sha256_file
+
     model, file_dtypes = _load_official(src, **overrides)
     dropped: list[str] = []
     if drop_unused:
@@ -397,7 +417,7 @@ def convert_official(
         model,
         out_dir,
         dtype=file_dtypes if dtype is None else dtype,
-        extra={"source": str(Path(src).name), "dropped": dropped},
+        extra={"source": str(Path(src).name), "source_sha256": sha256_file(src), "dropped": dropped},
         overwrite=overwrite,
     )
 
