@@ -11,5 +11,6 @@ if [ ! -x .venv/bin/uv ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check uv
 fi
 # uv resolves and installs ~6 GB (CUDA build of torch; it runs fine on CPU) in well under a minute.
-.venv/bin/uv pip install --quiet --python .venv/bin/python -e ".[all,dev]"
+# The constraints pin the tested torch/torchvision pair inside pyproject's range.
+.venv/bin/uv pip install --quiet --python .venv/bin/python -c scripts/constraints.txt -e ".[all,dev]"
 echo "langseg installed in $(pwd)/.venv ($(.venv/bin/langseg --version))"

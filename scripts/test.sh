@@ -9,4 +9,7 @@ export HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False OMP_NUM_THREADS=${OMP_NUM
 # lint and format are part of the suite: a tree that fails them fails CI
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# the README's first command, as written, from a wheel installed into a clean virtual environment outside
+# the checkout (bundled weights and the example come from the wheel; uv's cache makes this take seconds)
+bash scripts/wheel_check.sh
 exec .venv/bin/python -m pytest -q "$@"

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 import langseg
+from langseg.cli import main
 from langseg.models import CheckpointError, create_model, load_clip_text_weights, load_timm_vit_weights
 from langseg.models.checkpoint import (
     convert_official,
@@ -79,6 +80,27 @@ def test_convert_can_drop_unused_parts_with_unchanged_outputs(tmp_path):
         ref = model.half().float()(x, ["a", "b"])  # the same fp16-rounded weights
         out = reloaded(x, ["a", "b"])
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+
+
+def test_convert_keeps_each_tensors_dtype_by_default(tiny_model, tmp_path, capsys):
+    """Like the official files (CLIP tensors in float16, the rest float32): the default keeps both."""
+    sd = langseg_to_official(tiny_model.state_dict())
+    half = {k for k in sd if k.startswith("net.clip_pretrained.") and sd[k].is_floating_point()}
+    assert half and len(half) < sum(v.is_floating_point() for v in sd.values())
+    sd = OrderedDict((k, v.half() if k in half else v) for k, v in sd.items())
+    src = tmp_path / "mixed.ckpt"
+    torch.save({"state_dict": sd}, src)
+    assert main(["convert", str(src), str(tmp_path / "out")]) == 0
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "out" / "model.safetensors"))
+    expected = {k: v.dtype for k, v in official_to_langseg(sd).items()}
+    assert {k: v.dtype for k, v in stored.items()} == expected
+    assert sum(v.dtype == torch.float16 for v in stored.values()) == len(half)
+    direct, converted = langseg.load_model(src), langseg.load_model(tmp_path / "out")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(direct(x, ["a", "b"]), converted(x, ["a", "b"]))  # the same network
 
 
 def test_cli_convert(tiny_model, tmp_path):

@@ -426,7 +426,8 @@ def test_cli_help():
 
 
 def test_eval_scores_exactly_the_masks_langseg_segment_writes(tiny_weights, generic_root, tmp_path):
-    """The contract with `langseg segment` (whole images: --max-side 0), single scale and multi-scale."""
+    """The contract with `langseg segment --max-side 0 --precision fp32` (as the docs state it), single
+    scale and multi-scale."""
     images = generic_root / "images" / "val"
     for extra in ([], ["--multi-scale", "--scales", "0.5,0.75"]):
         seg_out, out = tmp_path / f"seg{len(extra)}", tmp_path / f"eval{len(extra)}.json"
@@ -443,6 +444,8 @@ def test_eval_scores_exactly_the_masks_langseg_segment_writes(tiny_weights, gene
                     str(seg_out),
                     "--max-side",
                     "0",
+                    "--precision",
+                    "fp32",
                     "--device",
                     "cpu",
                     "--no-overlay",

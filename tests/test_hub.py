@@ -1,9 +1,13 @@
-"""Named weights: download from a local HTTP server (127.0.0.1), resume, checksum, cache, offline errors."""
+"""Named weights: download from a local HTTP server (127.0.0.1), resume, checksums (published and trust on
+first use), cache, offline errors, unavailable entries."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import json
+import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -12,7 +16,8 @@ import pytest
 import torch
 
 import langseg
-from langseg.hub import DownloadError, WeightsEntry, fetch
+from langseg.cli import main
+from langseg.hub import REGISTRY, DownloadError, WeightsEntry, fetch, record_path
 from langseg.models.checkpoint import langseg_to_official
 
 
@@ -75,7 +80,7 @@ def official_bytes(tiny_model, tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
-def _entry(server, data: bytes | None, sha256: str | None = "auto") -> dict[str, WeightsEntry]:
+def _entry(server, data: bytes | None, sha256: str | None = None) -> dict[str, WeightsEntry]:
     if data is not None:
         server.files["/tiny.ckpt"] = data
     port = server.server_address[1]
@@ -195,3 +200,69 @@ def test_registry_covers_the_official_checkpoints():
     assert {f"lseg-pascal-fold{f}-rn101" for f in range(4)} <= names
     assert {f"lseg-coco-fold{f}-rn101" for f in range(4)} <= names
     assert langseg.REGISTRY["lseg-demo-vitl16"].filename == "demo_e200.ckpt"
+
+
+def test_first_download_records_its_sha256_and_later_uses_are_checked(
+    server, official_bytes, tmp_path, caplog
+):
+    registry = _entry(server, official_bytes)  # like the official entries: no published hash
+    digest = hashlib.sha256(official_bytes).hexdigest()
+    with caplog.at_level(logging.WARNING, logger="langseg.hub"):
+        out = fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    assert digest in caplog.text  # shown to the user, who can compare it with a copy they trust
+    record = json.loads(record_path("tiny-test", tmp_path).read_text())
+    assert record_path("tiny-test", tmp_path).parent == out.parent  # beside the cache entry
+    assert record["sha256"] == digest and record["bytes"] == len(official_bytes)
+    weights = out / "model.safetensors"
+    assert record["converted"]["model.safetensors"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert fetch("tiny-test", registry=registry, cache=tmp_path, progress=False) == out  # unchanged: fine
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the cached weights
+    weights.write_bytes(bytes(data))
+    with pytest.raises(DownloadError, match="model.safetensors: SHA-256 .* differs .* recorded"):
+        fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+
+
+def test_a_changed_download_is_refused_against_the_first_use_record(server, official_bytes, tmp_path):
+    registry = _entry(server, official_bytes)
+    out = fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    first = json.loads(record_path("tiny-test", tmp_path).read_text())["sha256"]
+    shutil.rmtree(out)  # the cache entry is gone; the record stays
+    server.files["/tiny.ckpt"] = official_bytes + b"changed upstream"
+    with pytest.raises(DownloadError, match=f"differs from {first}, recorded"):
+        fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    assert not out.exists()
+
+
+def test_a_kept_original_is_checked_on_later_use(server, official_bytes, tmp_path):
+    registry = _entry(server, official_bytes)
+    out = fetch("tiny-test", registry=registry, cache=tmp_path, progress=False, keep_original=True)
+    raw = tmp_path / "downloads" / "tiny.ckpt"
+    assert raw.read_bytes() == official_bytes
+    shutil.rmtree(out)
+    raw.write_bytes(official_bytes[:-1] + bytes([official_bytes[-1] ^ 1]))
+    with pytest.raises(DownloadError, match="tiny.ckpt: SHA-256 .* recorded"):
+        fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+
+
+def test_registry_publishes_no_hash_and_says_so():
+    assert all(e.sha256 is None for e in REGISTRY.values())  # the maintainers publish none
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "no published" in readme and "known SHA-256 is checked" not in readme
+
+
+def test_coco_fold1_is_unavailable_with_the_reason_and_the_way_around(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LANGSEG_CACHE", str(tmp_path))
+    entry = REGISTRY["lseg-coco-fold1-rn101"]
+    assert entry.unavailable and entry.url == REGISTRY["lseg-coco-fold2-rn101"].url  # why: the same file
+    with pytest.raises(DownloadError) as e:
+        fetch("lseg-coco-fold1-rn101", progress=False)
+    msg = str(e.value)
+    assert "issue #42" in msg and "fold-2" in msg and "path" in msg
+    assert not (tmp_path / "downloads").exists() and not (tmp_path / "lseg-coco-fold1-rn101").exists()
+    assert main(["weights", "download", "lseg-coco-fold1-rn101"]) == 2
+    err = capsys.readouterr().err
+    assert "issue #42" in err and "Traceback" not in err
+    assert main(["weights", "list"]) == 0
+    listed = [ln for ln in capsys.readouterr().out.splitlines() if "lseg-coco-fold1-rn101" in ln]
+    assert "n/a" in listed[0]

@@ -76,6 +76,10 @@ def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16):
             official = c["official_logits_lowres_fp16"].float()
             assert text.dtype == torch.float16
             assert fixtures.max_abs_diff(lowres, official) <= 2**-10, case  # one fp16 step at |logit| < 2
+            # README: at least 80 % bit-identical (81.8 % measured on wide320x480_set2), arg-max
+            # agreement >= 99.9 % (these weights, CPU)
+            assert (lowres.float() == official).float().mean().item() >= 0.80, case
+            assert (lowres.argmax(1) == official.argmax(1)).float().mean().item() >= 0.999, case
             upsampled = torch.nn.functional.interpolate(
                 lowres, scale_factor=2, mode="bilinear", align_corners=True
             )

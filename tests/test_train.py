@@ -62,6 +62,55 @@ def test_official_config_holds_the_official_recipe():
     assert (d.batch_size, t.accumulate_grad_batches, t.max_epochs) == (1, 2, 240)  # train.sh
     assert t.sync_batchnorm and t.precision == "32-true"
     assert effective_lr(o, d.batch_size) == pytest.approx(0.00025)  # 0.004 / 16 x 1
+    assert (cfg.monitor, cfg.top_k) == ("val/pixacc", 3)  # official: top 3 by pixel accuracy + last
+
+
+def test_vitb32_config_is_the_official_recipe_with_the_vitb32_encoder():
+    official, b32 = load_config(CONFIGS / "ade20k_vitl16.yaml"), load_config(CONFIGS / "ade20k_vitb32.yaml")
+    assert b32.model.name == "lseg_vitb32_384"
+    for section in ("optim", "trainer"):
+        assert getattr(b32, section) == getattr(official, section), section
+    assert (b32.data.batch_size, b32.data.base_size, b32.data.crop_size) == (1, 520, 480)
+    assert (b32.monitor, b32.top_k, b32.model.numerics) == (official.monitor, official.top_k, "fp32")
+
+
+def test_checkpoint_selection_defaults_and_official_numerics_need_fp32():
+    cfg = load_config(None)
+    assert (cfg.monitor, cfg.top_k, cfg.model.numerics) == ("val/miou", 1, "fp32")  # the documented defaults
+    with pytest.raises(ConfigError, match="top_k"):
+        load_config(TOY, ["top_k=0"])
+    with pytest.raises(ConfigError, match="32-true"):
+        load_config(TOY, ["model.numerics=official", "trainer.precision=bf16-mixed"])
+
+
+def test_top_k_keeps_the_k_best_validations_by_the_monitor(tmp_path, tiny_model):
+    """The official selection: the 3 best by pixel accuracy (top/), best/ the best, worse ones removed."""
+    from types import SimpleNamespace
+
+    from langseg.train.callbacks import RunCheckpoints
+
+    ckpt = RunCheckpoints(tmp_path, monitor="val/pixacc", top_k=3)
+    module = SimpleNamespace(model=tiny_model)
+    values = {10: 0.5, 20: 0.7, 30: 0.6, 40: 0.4, 50: 0.8, 60: 0.65}
+    for step, acc in values.items():
+        metrics = {"val/pixacc": torch.tensor(acc), "val/miou": torch.tensor(1 - acc)}
+        trainer = SimpleNamespace(
+            sanity_checking=False,
+            callback_metrics=metrics,
+            global_step=step,
+            is_global_zero=True,
+            current_epoch=0,
+        )
+        ckpt.on_validation_end(trainer, module)
+    kept = sorted(p.name for p in (tmp_path / "top").iterdir())
+    assert kept == ["step=20", "step=50", "step=60"]  # 0.7, 0.8, 0.65
+    assert ckpt.best_step == 50 and [step for _, step in ckpt.top] == [50, 20, 60]
+    meta = langseg.models.checkpoint.read_config(tmp_path / "best" / "config.json")
+    assert meta["train"]["global_step"] == 50
+    langseg.load_model(tmp_path / "top" / "step=60")  # each is a loadable folder of ours
+    again = RunCheckpoints(tmp_path, monitor="val/pixacc", top_k=3)
+    again.load_state_dict(ckpt.state_dict())  # --resume keeps the ranking
+    assert again.top == ckpt.top
 
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path):

@@ -1,15 +1,21 @@
 """Named official weights: where they live, downloading once into a cache, converting to our format.
 
 The cache directory is ``$LANGSEG_CACHE`` if set, else ``$XDG_CACHE_HOME/langseg`` (``~/.cache/langseg``).
-A named model is downloaded to ``<cache>/downloads/<file>`` (resumable ``.part`` file, progress bar,
-SHA-256 checked when known), converted to ``<cache>/<name>/`` (``model.safetensors`` + ``config.json``)
-and the original is removed unless ``keep_original``.
+A named model is downloaded to ``<cache>/downloads/<file>`` (resumable ``.part`` file, progress bar),
+converted to ``<cache>/<name>/`` (``model.safetensors`` + ``config.json``) and the original is removed
+unless ``keep_original``.
+
+Checksums: the official files have no published hash, so the entries carry none. Trust on first use
+instead: the SHA-256 of the downloaded file is logged and recorded in ``<cache>/<name>.sha256.json``
+together with the SHA-256 of the converted files, and every later use of the cache entry (or of a
+kept or re-downloaded original) is checked against that record.
 """
 
 from __future__ import annotations
 
 import functools
 import http.client
+import json
 import logging
 import os
 import urllib.error
@@ -23,6 +29,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .errors import LangsegError
+from .files import write_json
 from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
@@ -48,9 +55,10 @@ class WeightsEntry:
     url: str  # direct download location
     page: str  # where a person downloads it by hand
     description: str
-    sha256: str | None = None  # checked after download when known
+    sha256: str | None = None  # a published SHA-256, checked after download (none is published today)
     overrides: dict[str, Any] = field(default_factory=dict)  # config fields the weights cannot tell
     note: str = ""
+    unavailable: str = ""  # why this name hands out nothing (and what to do instead); empty: available
 
 
 def _drive(name: str, filename: str, file_id: str, description: str, **kw: Any) -> WeightsEntry:
@@ -128,7 +136,13 @@ REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType(
                 "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
                 "zero-shot COCO-20i fold 1, ResNet-101 (25.1 mIoU)",
                 overrides=_ZS_RN,
-                note="the official link for fold 1 points at the fold-2 file (lang-seg issue #42)",
+                note="unavailable: the official link serves the fold-2 file",
+                unavailable=(
+                    "the official download link for coco_fold1.ckpt serves the same file as coco_fold2.ckpt "
+                    "(lang-seg issue #42, github.com/isl-org/lang-seg/issues/42), so this name would hand "
+                    "out the fold-2 model. If you have the real fold-1 checkpoint, pass its path instead "
+                    "of the name, e.g. --weights path/to/coco_fold1.ckpt (or langseg.load_model(path))."
+                ),
             ),
             _drive(
                 "lseg-coco-fold2-rn101",
@@ -178,9 +192,7 @@ def _one_fetch_at_a_time(fetch_fn):
     @functools.wraps(fetch_fn)
     def locked(name: str, *args: Any, cache: str | Path | None = None, **kwargs: Any) -> Path:
         root = Path(cache) if cache is not None else cache_dir()
-        out = root / name
-        ready = (out / WEIGHTS_NAME).is_file() and (out / CONFIG_NAME).is_file()
-        if ready or name not in kwargs.get("registry", REGISTRY):  # unknown names fail in fetch
+        if is_cached(name, root) or name not in kwargs.get("registry", REGISTRY):  # unknown names fail in fetch
             return fetch_fn(name, *args, cache=cache, **kwargs)
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(root / f".{name}.lock")
@@ -205,7 +217,7 @@ def _manual_hint(entry: WeightsEntry, target: Path) -> str:
 
 
 def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeout: float = 15.0) -> Path:
-    """Download ``entry`` to ``target``, resuming a partial ``.part`` file; verify the checksum."""
+    """Download ``entry`` to ``target``, resuming a partial ``.part`` file; verify a published checksum."""
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.exists() else 0
@@ -274,6 +286,71 @@ def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeou
     return target
 
 
+def record_path(name: str, cache: str | Path | None = None) -> Path:
+    """Where the SHA-256 record of a named download lives: ``<cache>/<name>.sha256.json``."""
+    root = Path(cache) if cache is not None else cache_dir()
+    return root / f"{name}.sha256.json"
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The SHA-256 record at ``path`` (empty if there is none yet)."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DownloadError(f"{path}: unreadable checksum record ({e}); remove it to record afresh") from None
+    if not isinstance(record, dict):
+        raise DownloadError(f"{path}: not a checksum record; remove it to record afresh")
+    return record
+
+
+def _converted_digests(out: Path) -> dict[str, str]:
+    return {f: sha256_file(out / f) for f in (WEIGHTS_NAME, CONFIG_NAME)}
+
+
+def _verify_converted(out: Path, record: dict[str, Any], record_file: Path) -> None:
+    """Check the converted files against the record made when they were written (trust on first use)."""
+    digests = _converted_digests(out)
+    known = record.get("converted")
+    if not known:
+        record["converted"] = digests
+        write_json(record_file, record, overwrite=True)
+        log.warning("%s: no checksum record yet; recorded the SHA-256 of its files in %s", out, record_file)
+        return
+    for f, digest in digests.items():
+        if known.get(f) != digest:
+            raise DownloadError(
+                f"{out / f}: SHA-256 {digest} differs from {known.get(f)} recorded in {record_file} when it "
+                f"was written; the cached file changed or is corrupt: remove {out} and run again"
+            )
+
+
+def _check_source(entry: WeightsEntry, raw: Path, record: dict[str, Any], record_file: Path) -> str:
+    """SHA-256 of the downloaded (or hand-placed) official file, checked against what is known."""
+    digest = sha256_file(raw)
+    if entry.sha256 and digest != entry.sha256:
+        raise DownloadError(
+            f"{raw}: SHA-256 {digest} differs from the published {entry.sha256}; remove it and run again"
+        )
+    first = record.get("sha256")
+    if first and digest != first:
+        raise DownloadError(
+            f"{raw}: SHA-256 {digest} differs from {first}, recorded in {record_file} when {entry.filename} "
+            f"was first downloaded; the file is damaged or the official one changed. Remove {raw} and run "
+            f"again, or, if you trust the new file, also remove {record_file}"
+        )
+    if not first and not entry.sha256:
+        log.warning(
+            "%s: SHA-256 %s (the official files have no published hash; recorded in %s and checked on every "
+            "later use; compare it with a copy you trust)",
+            entry.filename,
+            digest,
+            record_file,
+        )
+    return digest
+
+
 def fetch(
     name: str,
     *,
@@ -282,26 +359,41 @@ def fetch(
     progress: bool = True,
     keep_original: bool = False,
 ) -> Path:
-    """Make sure the named weights are in the cache in our format and return their directory."""
+    """Make sure the named weights are in the cache in our format and return their directory.
+
+    The converted files are checked against the SHA-256 record made when they were written, on every
+    call; a downloaded file against the one recorded on its first download (see the module docstring).
+    """
     if name not in registry:
         raise DownloadError(f"unknown weights name {name!r}; known names: {', '.join(sorted(registry))}")
     from .models.checkpoint import convert_official
 
     entry = registry[name]
+    if entry.unavailable:
+        raise DownloadError(f"{name} is not available: {entry.unavailable}")
     root = Path(cache) if cache is not None else cache_dir()
     out = cached_path(name, root)
+    record_file = record_path(name, root)
+    record = read_record(record_file)
     if is_cached(name, root):
+        _verify_converted(out, record, record_file)
         return out
     raw = root / "downloads" / entry.filename
-    if raw.is_file() and entry.sha256 and sha256_file(raw) != entry.sha256:
-        raise DownloadError(
-            f"{raw}: checksum mismatch with the known {entry.filename}; remove it and run again"
-        )
     if not raw.is_file():
         log.info("downloading %s (%s)", name, entry.description)
         download(entry, raw, progress=progress)
+    digest = _check_source(entry, raw, record, record_file)
     log.info("converting %s to %s", raw, out)
     convert_official(raw, out, overwrite=True, **entry.overrides)  # appears whole or not at all
+    record.update(
+        name=name,
+        file=entry.filename,
+        url=entry.url,
+        sha256=digest,
+        bytes=raw.stat().st_size,
+        converted=_converted_digests(out),
+    )
+    write_json(record_file, record, overwrite=True)
     if not keep_original:
         raw.unlink()
     return out

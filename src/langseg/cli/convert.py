@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         choices=["float32", "float16", "bfloat16"],
         default=None,
-        help="store floating-point weights in this dtype (default: as in the file)",
+        help="store all floating-point weights in this dtype (default: each tensor as in the file)",
     )
     p.add_argument(
         "--arch-option",

@@ -20,9 +20,10 @@ EVAL_EPILOG = """examples:
   langseg eval --dataset toy --data-root toy/ --out toy.json --overwrite
   langseg eval --dataset ade20k --data-root datasets/ --weights W --out ade.json --resume   # continue a run
 
-Single scale scores exactly what 'langseg segment' predicts for each full image (padded to a multiple
-of 32, no resize); --multi-scale exactly 'langseg segment --multi-scale' (official evaluator: scales
-0.5-1.75 of a 520 base, 480 crops, stride 320, flip). JSON: pixAcc, mIoU (official: mean over all
+Single scale scores exactly what 'langseg segment --max-side 0 --precision fp32' predicts for each full
+image (padded to a multiple of 32, no resize; segment's defaults shrink images above 1024 pixels and use
+bf16 on CUDA); --multi-scale exactly 'langseg segment --multi-scale --max-side 0 --precision fp32'
+(official evaluator: scales 0.5-1.75 of a 520 base, 480 crops, stride 320, flip). JSON: pixAcc, mIoU (official: mean over all
 classes, absent ones count 0), mIoU_present, per_class_iou (null = class absent from prediction and
 ground truth), the confusion matrix, and what produced it.
 """

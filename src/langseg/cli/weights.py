@@ -14,9 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "weights",
         help="list or download named weights; push a model to the Hugging Face Hub",
         description="Named weights: the bundled toy model and the official lang-seg checkpoints, downloaded "
-        "once into the cache ($LANGSEG_CACHE, default ~/.cache/langseg) and converted to safetensors; "
-        "hf-hub:ORG/NAME[@REVISION] models, downloaded into the Hugging Face cache. 'push' uploads a saved "
-        "model or a training run (its best/, else last/) with a generated model card.",
+        "once into the cache ($LANGSEG_CACHE, default ~/.cache/langseg) and converted to safetensors "
+        "(the official files have no published hash: the SHA-256 of each download is shown and recorded, "
+        "and the cached files are checked against the record on every use); hf-hub:ORG/NAME[@REVISION] "
+        "models, downloaded into the Hugging Face cache. 'push' uploads a saved model or a training run "
+        "(its best/, else last/) with a generated model card.",
         epilog="examples:\n  langseg weights list\n  langseg weights download lseg-demo-vitl16\n"
         "  langseg weights path hf-hub:someone/lseg-ade20k@v1.0\n"
         "  langseg weights push runs/toy someone/lseg-toy --eval-record toy-eval.json",
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LangsegError
-    from ..hub import REGISTRY, cache_dir, cached_path, is_cached
+    from ..hub import REGISTRY, cache_dir, cached_path, is_cached, read_record, record_path
     from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
@@ -50,8 +52,18 @@ def run(args: argparse.Namespace) -> int:
         for name, path in bundled_weights().items():
             print(f"  {name:26s} bundled  {path}")
         for name, e in REGISTRY.items():
-            here = "cached" if is_cached(name) else "remote"
-            print(f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else ""))
+            cached = is_cached(name)
+            here = "n/a" if e.unavailable else "cached" if cached else "remote"
+            line = f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else "")
+            digest = read_record(record_path(name)).get("sha256") if cached else None
+            print(
+                line
+                + (
+                    f"\n  {'':26s} {'':8s} SHA-256 of {e.filename} at first download: {digest}"
+                    if digest
+                    else ""
+                )
+            )
         return 0
     if args.action == "push":
         from ..hf_hub import push_to_hub

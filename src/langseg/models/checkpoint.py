@@ -315,6 +315,11 @@ def load_weights(model: LSeg, sd: Mapping[str, torch.Tensor], source: str = "<we
 # ---------------------------------------------------------------------------------- public entry
 def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
     """Build and load a network from an official lang-seg Lightning ``.ckpt``."""
+    return _load_official(path, **overrides)[0]
+
+
+def _load_official(path: str | Path, **overrides: Any) -> tuple[LSeg, dict[str, torch.dtype]]:
+    """The network of an official ``.ckpt`` and the dtype of each of its tensors in the file."""
     sd = unwrap_state_dict(read_torch_file(path), path)
     if not is_official(sd):
         raise CheckpointError(f"{path}: not an official lang-seg checkpoint (no 'net.scratch.*' keys)")
@@ -325,14 +330,14 @@ def load_official_checkpoint(path: str | Path, **overrides: Any) -> LSeg:
         raise CheckpointError(f"{path}: {e}") from None
     model = build_lseg(cfg)
     load_weights(model, sd, str(path))
-    return model.eval()
+    return model.eval(), {k: v.dtype for k, v in sd.items()}
 
 
 def save_pretrained(
     model: LSeg,
     out_dir: str | Path,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | Mapping[str, torch.dtype] | None = None,
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -342,6 +347,8 @@ def save_pretrained(
     The folder is filled beside ``out_dir`` and renamed into place (see
     :func:`langseg.files.write_folder`). An existing non-empty ``out_dir`` raises unless
     ``overwrite``, and even then only a folder holding nothing but a saved model is replaced.
+    ``dtype``: one dtype for every floating-point tensor, or a dtype per key (keys not in the mapping
+    keep the model's dtype), or None for the model's dtypes.
     """
     from ..model_card import model_card
 
@@ -360,8 +367,9 @@ def save_pretrained(
     sd = {}
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
-        if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
+        want = dtype.get(k) if isinstance(dtype, Mapping) else dtype
+        if want is not None and v.is_floating_point():
+            v = v.to(want)
         sd[k] = v.contiguous()
     meta = {"format": FORMAT, "model": model.config.to_dict()}
     if extra:
@@ -447,10 +455,14 @@ def convert_official(
     **overrides: Any,
 ) -> Path:
     """Convert an official checkpoint to our format; optionally drop the never-run CLIP image tower
-    and ViT classifier head (recorded in the config, so the result loads strictly)."""
+    and ViT classifier head (recorded in the config, so the result loads strictly).
+
+    ``dtype=None`` keeps each tensor's dtype as in the file (the official files hold their CLIP
+    tensors in float16), so the result loads to the same network as the file itself.
+    """
     from ..provenance import sha256_file
 
-    model = load_official_checkpoint(src, **overrides)
+    model, file_dtypes = _load_official(src, **overrides)
     dropped: list[str] = []
     if drop_unused:
         model = drop_unused_parts(model)
@@ -458,7 +470,7 @@ def convert_official(
     return save_pretrained(
         model,
         out_dir,
-        dtype=dtype,
+        dtype=file_dtypes if dtype is None else dtype,
         extra={"source": str(Path(src).name), "source_sha256": sha256_file(src), "dropped": dropped},
         overwrite=overwrite,
     )

@@ -5,12 +5,15 @@
     RUN/checkpoints/last.ckpt   Lightning's full state (weights, optimizer, schedule, loops, data position)
     RUN/last/                   model.safetensors + config.json (our format; load_model accepts it)
     RUN/best/                   the same, for the best value of the monitored metric
+    RUN/top/step=<N>/           with top_k > 1: the k best validations by the monitored metric (the
+                                official recipe keeps 3, by pixel accuracy); worse ones are removed
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +30,19 @@ LAST_CKPT = "last.ckpt"
 
 class RunCheckpoints(Callback):
     """Saves ``last.ckpt`` + ``last/`` every ``every_n_steps`` optimizer steps and at every epoch end,
-    and ``best/`` whenever validation improves ``monitor`` (higher is better)."""
+    ``best/`` whenever validation improves ``monitor`` (higher is better), and with ``top_k > 1`` the
+    ``top_k`` best validations under ``top/step=<N>/``."""
 
-    def __init__(self, run_dir: str | Path, *, every_n_steps: int = 0, monitor: str = "val/miou") -> None:
+    def __init__(
+        self, run_dir: str | Path, *, every_n_steps: int = 0, monitor: str = "val/miou", top_k: int = 1
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.every_n_steps = every_n_steps
         self.monitor = monitor
+        self.top_k = top_k
         self.best: float = -math.inf
         self.best_step: int = -1
+        self.top: list[tuple[float, int]] = []  # (value, step) of the folders under top/, best first
         self._last_saved_step = -1
 
     @property
@@ -43,11 +51,12 @@ class RunCheckpoints(Callback):
 
     # ------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_step": self.best_step, "monitor": self.monitor}
+        return {"best": self.best, "best_step": self.best_step, "monitor": self.monitor, "top": self.top}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best = float(state.get("best", -math.inf))
         self.best_step = int(state.get("best_step", -1))
+        self.top = [(float(v), int(s)) for v, s in state.get("top", [])]
 
     # ------------------------------------------------------------------------------- hooks
     def on_train_batch_end(
@@ -70,7 +79,11 @@ class RunCheckpoints(Callback):
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
-        if math.isnan(value) or value <= self.best:
+        if math.isnan(value):
+            return
+        if self.top_k > 1:
+            self._keep_top(trainer, pl_module, value)
+        if value <= self.best:
             return
         self.best, self.best_step = value, trainer.global_step
         if trainer.is_global_zero:
@@ -80,6 +93,22 @@ class RunCheckpoints(Callback):
             log.info(
                 "best %s = %.4f at step %d -> %s", self.monitor, value, self.best_step, self.run_dir / "best"
             )
+
+    def _keep_top(self, trainer: L.Trainer, pl_module: L.LightningModule, value: float) -> None:
+        """Add this validation to ``top/`` if it is among the ``top_k`` best; drop the one it displaces."""
+        step = trainer.global_step
+        ranked = sorted([*(t for t in self.top if t[1] != step), (value, step)], key=lambda t: -t[0])
+        keep, drop = ranked[: self.top_k], ranked[self.top_k :]
+        if (value, step) not in keep:
+            return
+        self.top = keep
+        if trainer.is_global_zero:
+            save_pretrained(pl_module.model, self.top_dir(step), extra=self._extra(trainer), overwrite=True)
+            for _, old in drop:
+                shutil.rmtree(self.top_dir(old), ignore_errors=True)
+
+    def top_dir(self, step: int) -> Path:
+        return self.run_dir / "top" / f"step={step}"
 
     # ------------------------------------------------------------------------------ saving
     def _extra(self, trainer: L.Trainer) -> dict[str, Any]:

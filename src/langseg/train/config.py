@@ -37,6 +37,10 @@ class ModelSpec:
     vit_weights: str | None = None  # a timm ViT checkpoint for the image trunk
     clip_weights: str | None = None  # an OpenAI CLIP file for the text tower
     templates: list[str] | None = None  # prompt templates with {} (none = the bare label, as official)
+    # fp32: text tower and pixel-text similarity in float32 (default). official: as the official code,
+    # the CLIP text tower in float16 and the similarity in float16 in the forward and hence the
+    # backward pass, with no loss scaling (needs trainer.precision 32-true); see docs/training.md
+    numerics: Literal["fp32", "official"] = "fp32"
 
 
 @dataclass
@@ -130,7 +134,8 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    monitor: str = "val/miou"  # the metric that picks best/ (higher is better)
+    monitor: str = "val/miou"  # the metric that picks best/ and top/ (higher is better); official: val/pixacc
+    top_k: int = 1  # keep the k best validations by monitor: best/, and top/ when k > 1; official: 3
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -318,6 +323,13 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("optim.base_lr must be positive and optim.lr_reference_batch >= 1")
     if t.accumulate_grad_batches < 1:
         raise ConfigError("trainer.accumulate_grad_batches must be >= 1")
+    if cfg.top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {cfg.top_k}")
+    if cfg.model.numerics == "official" and t.precision != "32-true":
+        raise ConfigError(
+            f"model.numerics=official runs the similarity in float16 without loss scaling, as the official "
+            f"code does; it needs trainer.precision=32-true, not {t.precision}"
+        )
     if cfg.model.init and (cfg.model.vit_weights or cfg.model.clip_weights):
         raise ConfigError("model.init loads a whole network; do not combine it with vit_weights/clip_weights")
 

@@ -43,7 +43,14 @@ class RunResult:
 
 
 def build_model(spec: ModelSpec) -> LSeg:
-    """The network to train: a named variant (+ overrides and pretrained parts) or ``init`` weights."""
+    """The network to train: a named variant (+ overrides and pretrained parts) or ``init`` weights,
+    set to ``spec.numerics``."""
+    model = _initial_model(spec)
+    model.set_numerics(spec.numerics)
+    return model
+
+
+def _initial_model(spec: ModelSpec) -> LSeg:
     if spec.init:
         from ..weights import load_model
 
@@ -145,7 +152,9 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: Sequence[L.Callback
         use_distributed_sampler=False,  # GroupedBatchSampler shards by rank itself
         logger=_loggers(cfg, run_dir),
         callbacks=[
-            RunCheckpoints(run_dir, every_n_steps=t.checkpoint_every_n_steps, monitor=cfg.monitor),
+            RunCheckpoints(
+                run_dir, every_n_steps=t.checkpoint_every_n_steps, monitor=cfg.monitor, top_k=cfg.top_k
+            ),
             *callbacks,
         ],
         **kwargs,
