@@ -87,14 +87,17 @@ def color_arg(text: str) -> tuple[int, int, int]:
 
 
 # --------------------------------------------------------------------------- shared options
-def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
-    """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="IMAGES_OR_DIRS",
-        help="image files, folders (searched recursively) or quoted glob patterns",
-    )
+def add_common_arguments(
+    p: argparse.ArgumentParser,
+    default_out: str | None,
+    inputs: tuple[str, str] = (
+        "IMAGES_OR_DIRS",
+        "image files, folders (searched recursively) or quoted glob patterns",
+    ),
+) -> None:
+    """Inputs (``(metavar, help)``), weights, device and protocol options shared by ``segment``,
+    ``features`` and ``scene fuse``."""
+    p.add_argument("inputs", nargs="+", metavar=inputs[0], help=inputs[1])
     if default_out is None:
         p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
     else:
@@ -203,6 +206,18 @@ class Session:
     protocol: dict[str, Any]  # preprocessing and test-time augmentation, for the records
 
 
+def check_common_options(args: argparse.Namespace) -> None:
+    """Raise :class:`LangsegError` for contradicting options of :func:`add_common_arguments`."""
+    from ..errors import LangsegError
+
+    if args.overwrite and args.skip_existing:
+        raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
+    if args.scales and not args.multi_scale:
+        raise LangsegError("--scales needs --multi-scale")
+    if args.multi_scale and args.sliding_window:
+        raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
+
+
 def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
     """Check option combinations, then inputs -> (images, output stems, notes on inputs that gave nothing).
 
@@ -212,12 +227,7 @@ def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[st
     from ..io import expand_inputs
     from ..outputs import output_stems
 
-    if args.overwrite and args.skip_existing:
-        raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
-    if args.scales and not args.multi_scale:
-        raise LangsegError("--scales needs --multi-scale")
-    if args.multi_scale and args.sliding_window:
-        raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
+    check_common_options(args)
     if args.out.exists() and not args.out.is_dir():
         raise LangsegError(f"--out {args.out} is a file; give a folder")
     items, notes = expand_inputs(args.inputs, exclude=args.out)
