@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from PIL import Image
 
 from langseg.cli import main
-from langseg.scenes import SceneError, open_scene
+from langseg.scenes import open_scene
 from langseg.scenes.geometry import (
     camera_to_pixels,
     camera_to_world,
@@ -188,7 +187,9 @@ def test_pose_conventions_read_into_camera_to_world(tmp_path):
 
 
 def _error(tmp_path: Path, capsys, *extra: str) -> str:
-    code = main(["scene", "fuse", str(tmp_path / "s"), "--out", str(tmp_path / "m"), "--device", "cpu", *extra])
+    code = main(
+        ["scene", "fuse", str(tmp_path / "s"), "--out", str(tmp_path / "m"), "--device", "cpu", *extra]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "Traceback" not in err, err
     return err
@@ -208,7 +209,10 @@ def _error(tmp_path: Path, capsys, *extra: str) -> str:
             lambda s: np.savetxt(s / "pose" / "000001.txt", np.diag([2.0, 1, 1, 1])),
             "pose/000001.txt: the rotation is not orthonormal",
         ),
-        (lambda s: (s / "pose" / "000001.txt").write_text("1 2 3\n"), "pose/000001.txt: expected a 3x3 or 4x4"),
+        (
+            lambda s: (s / "pose" / "000001.txt").write_text("1 2 3\n"),
+            "pose/000001.txt: expected a 3x3 or 4x4",
+        ),
         (lambda s: (s / "intrinsics.txt").write_text("0 0 0 0 0 0 0 0 1"), "intrinsics.txt: not pinhole"),
     ],
 )
