@@ -398,7 +398,7 @@ def _fuse_one(args, session, scene, out: Path, config, rank: int, world: int) ->
             max_pixels=args.max_pixels,
             progress=bar.update,
         )
-    check = sanity(fused, from_depth=args.points is None)
+    check = sanity(fused)
     seconds = time.perf_counter() - start
     if rank == 0:
         record = _record(args, session, scene, fused, config, source, check, seconds, points_s, world)
@@ -487,7 +487,13 @@ def _summary(scene, fused, check, seconds: float, out: Path) -> None:
     frames = len(scene.frames)
     print(
         f"fused {frames} frame{'s' if frames != 1 else ''} of {scene.name} onto {n} points "
-        f"({seen / max(n, 1):.0%} seen, {check['multi_view_fraction']:.0%} by several frames) "
+        f"({seen / max(n, 1):.0%} seen, {check['multi_view_fraction']:.0%} by several frames"
+        + (
+            f", {check['depth_agreement']:.0%} depth agreement"
+            if check["depth_agreement"] is not None
+            else ""
+        )
+        + ") "
         f"in {seconds:.1f} s ({frames / max(seconds, 1e-9):.2f} frames/s) -> {out}"
     )
     if scene.skipped_poses:

@@ -25,7 +25,14 @@ from PIL import Image
 
 from ..distributed import all_reduce, split
 from ..errors import LangsegError
-from .geometry import camera_to_pixels, camera_to_world, depth_to_camera, feature_pixels, visible_points
+from .geometry import (
+    Visibility,
+    camera_to_pixels,
+    camera_to_world,
+    depth_to_camera,
+    feature_pixels,
+    visible_points,
+)
 from .layouts import Frame, SceneError, SceneInput
 from .points import PointCloud, voxel_points
 
@@ -33,7 +40,8 @@ log = logging.getLogger(__name__)
 
 Weighting = Literal["mean", "distance"]
 CHECKPOINT_DIR = ".langseg-fuse"  # inside the output folder; removed when a run completes
-SANITY_MIN_SEEN = 0.5  # below this fraction of points seen (or seen twice, for voxel points): warn
+SANITY_MIN_SEEN = 0.5  # below this fraction of the given points seen by any frame: failed
+SANITY_MIN_AGREEMENT = 0.6  # below this share of in-view points passing the depth test: failed
 
 
 @dataclass
@@ -85,6 +93,9 @@ class Accumulator:
         self.sums = torch.zeros(n_points, dim, dtype=torch.float32, device=device)
         self.weights = torch.zeros(n_points, dtype=torch.float32, device=device)
         self.counts = torch.zeros(n_points, dtype=torch.int64, device=device)
+        self.in_view = torch.zeros(
+            2, dtype=torch.int64
+        )  # points in view of a frame, and passing its depth test
 
     def add(self, index: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor | None) -> None:
         """``feats (M, D)`` seen at points ``index (M,)`` (distinct), each with ``weight (M,)`` or 1."""
@@ -97,7 +108,7 @@ class Accumulator:
         self.counts.index_add_(0, index, torch.ones_like(index))
 
     def all_reduce(self) -> None:
-        for name in ("sums", "weights", "counts"):
+        for name in ("sums", "weights", "counts", "in_view"):
             setattr(self, name, all_reduce(getattr(self, name)))
 
     def mean(self) -> torch.Tensor:
@@ -105,7 +116,7 @@ class Accumulator:
         return F.normalize(self.sums / self.weights.clamp_min(1e-12)[:, None], dim=1)
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"sums": self.sums, "weights": self.weights, "counts": self.counts}
+        return {"sums": self.sums, "weights": self.weights, "counts": self.counts, "in_view": self.in_view}
 
     def load(self, state: dict[str, torch.Tensor]) -> None:
         for name, value in state.items():
@@ -215,7 +226,7 @@ def _load_checkpoint(path: Path, acc: Accumulator, key: str) -> int:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in ("sums", "weights", "counts")}
+            state = {k: f.get_tensor(k) for k in ("sums", "weights", "counts", "in_view")}
     except Exception as e:  # a torn or foreign file
         raise LangsegError(f"{path}: unreadable checkpoint ({e}); start again with --overwrite") from None
     if meta.get("fingerprint") != key:
@@ -278,7 +289,9 @@ def fuse(
         _sync(device)
         t2 = time.perf_counter()
         for frame, image, depth, fmap in zip(batch, images, depths, feats):
-            fuse_frame(acc, xyz, frame, (image.shape[1], image.shape[0]), fmap, depth, config)
+            vis = fuse_frame(acc, xyz, frame, (image.shape[1], image.shape[0]), fmap, depth, config)
+            if depth is not None:
+                acc.in_view += torch.tensor([vis.in_view, len(vis.index)])
         _sync(device)
         t3 = time.perf_counter()
         timing["read_s"] += t1 - t0
@@ -299,6 +312,7 @@ def fuse(
     if ckpt is not None and config.checkpoint_every and len(mine):
         _save_checkpoint(ckpt, acc, done, key)  # this rank's share is complete
     acc.all_reduce()
+    agreement = acc.in_view.tolist()
     fused = FusedScene(
         xyz=cloud.xyz,
         colors=cloud.colors if cloud.colors is not None else np.full((len(cloud.xyz), 3), 128, np.uint8),
@@ -309,6 +323,7 @@ def fuse(
     fused.stats = {
         "timing_rank0": {k: round(v, 3) for k, v in timing.items()},
         "frames_fused_rank0": len(todo),
+        "depth_agreement": agreement[1] / agreement[0] if agreement[0] > 0 else None,
     }
     return fused
 
@@ -321,8 +336,8 @@ def fuse_frame(
     fmap: torch.Tensor,
     depth: torch.Tensor | None,
     config: FuseConfig,
-) -> int:
-    """Add one frame's ``(D, h, w)`` feature map to the points it sees; returns how many it saw."""
+) -> Visibility:
+    """Add one frame's ``(D, h, w)`` feature map to the points it sees; returns what it saw."""
     device = xyz.device
     D, h, w = fmap.shape
     vis = visible_points(
@@ -340,7 +355,7 @@ def fuse_frame(
     feats = fmap.reshape(D, h * w).index_select(1, pixels).T.float()  # (M, D)
     weight = 1.0 / vis.z.clamp_min(1e-3) if config.weighting == "distance" else None
     acc.add(vis.index, feats, weight)
-    return len(vis.index)
+    return vis
 
 
 def _sync(device: torch.device) -> None:
@@ -348,19 +363,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def sanity(fused: FusedScene, from_depth: bool) -> dict[str, Any]:
-    """How much of the scene the frames saw: a wrong pose convention, depth scale or intrinsics
-    leaves most points unseen (given points) or seen by one frame only (points from depth)."""
+def sanity(fused: FusedScene) -> dict[str, Any]:
+    """Did the frames see the scene? A wrong pose convention, depth scale or intrinsics leaves most
+    given points unseen, or makes the points a frame looks at disagree with its depth map (points
+    made from depth are each seen by the frame they came from, so only the second shows there)."""
     n = max(len(fused.counts), 1)
     seen = float((fused.counts > 0).sum()) / n
     multi = float((fused.counts > 1).sum()) / n
-    value = multi if from_depth else seen
-    ok = value >= SANITY_MIN_SEEN
-    report = {"seen_fraction": round(seen, 4), "multi_view_fraction": round(multi, 4), "ok": ok}
-    if not ok:
-        what = "seen by more than one frame" if from_depth else "seen by any frame"
+    agreement = fused.stats.get("depth_agreement")
+    report: dict[str, Any] = {
+        "seen_fraction": round(seen, 4),
+        "multi_view_fraction": round(multi, 4),
+        "depth_agreement": None if agreement is None else round(agreement, 4),
+    }
+    problems = []
+    if seen < SANITY_MIN_SEEN:
+        problems.append(f"only {seen:.0%} of the points were seen by any frame")
+    if agreement is not None and agreement < SANITY_MIN_AGREEMENT:
+        problems.append(f"only {agreement:.0%} of the points in view agree with the depth frames")
+    report["ok"] = not problems
+    if problems:
         report["message"] = (
-            f"only {value:.0%} of the points were {what}: check --pose (c2w or w2c), "
-            "--depth-scale and the intrinsics"
+            "; ".join(problems) + ": check --pose (c2w or w2c), --depth-scale and the intrinsics"
         )
     return report

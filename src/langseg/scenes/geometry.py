@@ -58,6 +58,7 @@ class Visibility:
     index: torch.Tensor  # (M,) int64 indices of the visible points
     uv: torch.Tensor  # (M, 2) their pixel coordinates in the colour frame
     z: torch.Tensor  # (M,) their depth in metres
+    in_view: int  # points in front and inside the frame, before the depth test
 
 
 def visible_points(
@@ -102,7 +103,7 @@ def visible_points(
         keep = keep[ok]
     else:
         keep = inside.nonzero().squeeze(1)
-    return Visibility(index=index[keep], uv=uv[keep], z=xyz_cam[keep, 2])
+    return Visibility(index=index[keep], uv=uv[keep], z=xyz_cam[keep, 2], in_view=int(inside.sum()))
 
 
 def feature_pixels(
