@@ -113,20 +113,20 @@ def matrix_quaternion(R: np.ndarray) -> np.ndarray:
 def test_point_lands_on_its_pixel_at_its_depth():
     T = look_at((0, 0, 1), (2, 0, 1))  # looking along +x: camera x = -world y, camera y = -world z
     K = torch.tensor(K_TEST, dtype=torch.float32)
-    # 2 m ahead, 0.5 m to the camera's right (world -y), 0.25 m below (world -z)
-    xyz = torch.tensor([[2.0, -0.5, 0.75]])
-    cam = world_to_camera(xyz, torch.tensor(T))
-    assert torch.allclose(cam, torch.tensor([[0.5, 0.25, 2.0]]), atol=1e-6)
+    # 2 m ahead, 0.5 m to the camera's right (world -y), 0.25 m below (world -z); points are columns
+    pts = torch.tensor([[2.0], [-0.5], [0.75]])
+    cam = world_to_camera(pts, torch.tensor(T))
+    assert torch.allclose(cam, torch.tensor([[0.5], [0.25], [2.0]]), atol=1e-6)
     uv = camera_to_pixels(cam, K)
-    assert torch.allclose(uv, torch.tensor([[15.5 + 20 * 0.25, 11.5 + 20 * 0.125]]), atol=1e-5)
-    assert torch.allclose(camera_to_world(cam, torch.tensor(T)), xyz, atol=1e-6)
+    assert torch.allclose(uv, torch.tensor([[15.5 + 20 * 0.25], [11.5 + 20 * 0.125]]), atol=1e-5)
+    assert torch.allclose(camera_to_world(cam, torch.tensor(T)), pts, atol=1e-6)
 
 
 def test_depth_backprojects_to_the_surface_it_saw():
     T = camera_path(3)[1]
     depth, _ = render_planes(T, K_TEST, (32, 24))
     cam = depth_to_camera(torch.tensor(depth, dtype=torch.float32), torch.tensor(K_TEST))
-    world = camera_to_world(cam, torch.tensor(T)).numpy()
+    world = camera_to_world(cam, torch.tensor(T)).T.numpy()  # (M, 3)
     on_floor = np.abs(world[:, 2]) < 1e-4
     on_wall = np.abs(world[:, 0] - 2) < 1e-4
     assert len(world) == (depth > 0).sum() and on_floor.any() and on_wall.any()
@@ -137,9 +137,14 @@ def test_intrinsics_rescaled_to_the_feature_map():
     K = torch.tensor(K_TEST, dtype=torch.float32)
     half = scale_intrinsics(K, (32, 24), (16, 12))
     assert torch.allclose(half, torch.tensor([[10.0, 0, 7.5], [0, 10.0, 5.5], [0, 0, 1]]))
-    # the centre of colour pixel (16, 12) is the corner between feature pixels 7 and 8 -> rounds up
-    flat = feature_pixels(torch.tensor([[16.0, 12.0], [0.0, 0.0], [31.0, 23.0]]), (32, 24), (16, 12))
-    assert flat.tolist() == [6 * 16 + 8, 0, 11 * 16 + 15]
+    # the centre of colour pixel (16, 12) is the corner between feature pixels 7 and 8 -> rounds up;
+    # a point projected with the half-size intrinsics lands on the same feature pixel
+    uv = torch.tensor([[16.0, 0.0, 31.0, 9.2], [12.0, 0.0, 23.0, 3.7]])
+    flat = feature_pixels(uv, (32, 24), (16, 12))
+    assert flat.tolist() == [6 * 16 + 8, 0, 11 * 16 + 15, 2 * 16 + 4]
+    cam = torch.tensor([[(9.2 - 15.5) / 20], [(3.7 - 11.5) / 20], [1.0]])
+    u, v = camera_to_pixels(cam, half)[:, 0].tolist()
+    assert (round(v) * 16 + round(u)) == flat[3]
 
 
 def test_visibility_frustum_margin_and_depth_test():
@@ -150,23 +155,28 @@ def test_visibility_frustum_margin_and_depth_test():
             [2.0, 0.0, 1.0],  # centre, 2 m
             [-2.0, 0.0, 1.0],  # behind the camera
             [2.0, -5.0, 1.0],  # outside the frame
-            [2.0, -0.7, 1.0],  # 2 px from the left/right border (u = 15.5 + 7 = 22.5 -> 22; W=32)
+            [2.0, -0.7, 1.0],  # u = 15.5 + 7 = 22.5 -> pixel 23: 8 pixels (24..31) to its right
             [1.0, 0.0, 1.0],  # in front of the surface: occluder-side, 1 m
         ]
-    )
+    ).T  # (3, 5)
     vis = visible_points(pts, T, K, (32, 24))
-    assert sorted(vis.index.tolist()) == [0, 3, 4]
-    vis = visible_points(pts, T, K, (32, 24), margin=10)
-    assert sorted(vis.index.tolist()) == [0, 4]
+    assert sorted(vis.index.tolist()) == [0, 3, 4] and vis.in_view == 3
+    assert sorted(visible_points(pts, T, K, (32, 24), margin=8).index.tolist()) == [0, 3, 4]
+    assert sorted(visible_points(pts, T, K, (32, 24), margin=9).index.tolist()) == [0, 4]
     depth = torch.full((24, 32), 2.0)  # a wall at 2 m: the point at 1 m is not on a seen surface
     vis = visible_points(pts, T, K, (32, 24), depth=depth)
-    assert sorted(vis.index.tolist()) == [0, 3]
+    assert sorted(vis.index.tolist()) == [0, 3] and vis.in_view == 3
     assert vis.z.tolist() == pytest.approx([2.0, 2.0])
     depth[:] = 0  # no measurements: nothing passes
     assert len(visible_points(pts, T, K, (32, 24), depth=depth).index) == 0
     depth[:] = 1.8  # absolute tolerance 0.1 m fails, relative 0.25 passes
     assert len(visible_points(pts, T, K, (32, 24), depth=depth, tolerance=0.1, relative=False).index) == 0
     assert sorted(visible_points(pts, T, K, (32, 24), depth=depth).index.tolist()) == [0, 3]
+    # a depth map of another size with its own intrinsics (ScanNet): the same points pass
+    half_K = scale_intrinsics(K, (32, 24), (16, 12))
+    half = torch.full((12, 16), 2.0)
+    vis = visible_points(pts, T, K, (32, 24), depth=half, K_depth=half_K)
+    assert sorted(vis.index.tolist()) == [0, 3]
 
 
 def test_quaternion_rows_give_the_pose_back():

@@ -179,10 +179,10 @@ def scene_points(
             if config.max_depth is not None:
                 depth = torch.where(depth <= config.max_depth, depth, torch.zeros_like(depth))
             T = _pose(frame, device)
-            xyz_cam = depth_to_camera(depth, _K(frame.K_depth, device), stride=config.depth_stride)
-            xyz_world = camera_to_world(xyz_cam, T)
-            uv = camera_to_pixels(xyz_cam, _K(frame.K_color, device))
-            yield xyz_world, read_color(frame.color, max_pixels), uv
+            pts_cam = depth_to_camera(depth, _K(frame.K_depth, device), stride=config.depth_stride)  # (3, M)
+            pts_world = camera_to_world(pts_cam, T)
+            uv = camera_to_pixels(pts_cam, _K(frame.K_color, device))  # (2, M) in the colour frame
+            yield pts_world, read_color(frame.color, max_pixels), uv
             if progress is not None:
                 progress(1)
 
@@ -261,8 +261,8 @@ def fuse(
     """
     device = predictor.device
     dim = predictor.model.config.embed_dim
-    xyz = torch.from_numpy(cloud.xyz).to(device)  # (N, 3)
-    acc = Accumulator(len(xyz), dim, device)
+    pts = torch.from_numpy(cloud.xyz).to(device).T.contiguous()  # (3, N): one row per coordinate
+    acc = Accumulator(pts.shape[1], dim, device)
     mine = split(scene.frames, rank, world_size)
     ckpt = _checkpoint_path(checkpoint_dir, rank, world_size) if checkpoint_dir is not None else None
     done = 0
@@ -289,7 +289,7 @@ def fuse(
         _sync(device)
         t2 = time.perf_counter()
         for frame, image, depth, fmap in zip(batch, images, depths, feats):
-            vis = fuse_frame(acc, xyz, frame, (image.shape[1], image.shape[0]), fmap, depth, config)
+            vis = fuse_frame(acc, pts, frame, (image.shape[1], image.shape[0]), fmap, depth, config)
             if depth is not None:
                 acc.in_view += torch.tensor([vis.in_view, len(vis.index)])
         _sync(device)
@@ -330,18 +330,18 @@ def fuse(
 
 def fuse_frame(
     acc: Accumulator,
-    xyz: torch.Tensor,
+    pts_world: torch.Tensor,
     frame: Frame,
     color_size: tuple[int, int],
     fmap: torch.Tensor,
     depth: torch.Tensor | None,
     config: FuseConfig,
 ) -> Visibility:
-    """Add one frame's ``(D, h, w)`` feature map to the points it sees; returns what it saw."""
-    device = xyz.device
+    """Add one frame's ``(D, h, w)`` feature map to the points (``(3, N)``) it sees; returns what it saw."""
+    device = pts_world.device
     D, h, w = fmap.shape
     vis = visible_points(
-        xyz,
+        pts_world,
         _pose(frame, device),
         _K(frame.K_color, device),
         color_size,
@@ -352,7 +352,8 @@ def fuse_frame(
         relative=config.relative,
     )
     pixels = feature_pixels(vis.uv, color_size, (w, h))  # (M,) flat index into the map
-    feats = fmap.reshape(D, h * w).index_select(1, pixels).T.float()  # (M, D)
+    table = fmap.permute(1, 2, 0).reshape(h * w, D)  # (h*w, D): one row per feature pixel
+    feats = table.index_select(0, pixels).float()  # (M, D)
     weight = 1.0 / vis.z.clamp_min(1e-3) if config.weighting == "distance" else None
     acc.add(vis.index, feats, weight)
     return vis

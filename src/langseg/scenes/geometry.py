@@ -2,8 +2,9 @@
 
 Conventions: ``T_world_cam`` maps camera coordinates to world coordinates (camera-to-world) of an
 OpenCV camera (x right, y down, z forward); ``K`` is ``(3, 3)`` in pixels of one image, with pixel
-centres at integer coordinates (pixel ``(0, 0)`` covers ``[-0.5, 0.5)^2``). Point tensors are
-``(N, 3)``; every function works on the device and in the dtype of its inputs.
+centres at integer coordinates (pixel ``(0, 0)`` covers ``[-0.5, 0.5)^2``). Points are columns:
+``(3, N)`` tensors (so each coordinate is one contiguous row and a transform is one ``addmm``);
+every function works on the device and in the dtype of its inputs.
 """
 
 from __future__ import annotations
@@ -38,17 +39,24 @@ def invert_pose(T_world_cam: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def world_to_camera(xyz_world: torch.Tensor, T_world_cam: torch.Tensor) -> torch.Tensor:
-    """``(N, 3)`` world points -> ``(N, 3)`` camera coordinates (z = depth along the optical axis)."""
-    T_cam_world = invert_pose(T_world_cam).to(xyz_world.dtype)
-    return xyz_world @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+def world_to_camera(pts_world: torch.Tensor, T_world_cam: torch.Tensor) -> torch.Tensor:
+    """``(3, N)`` world points (columns) -> ``(3, N)`` camera coordinates (row 2 = depth z)."""
+    T_cam_world = invert_pose(T_world_cam).to(pts_world.dtype)
+    return torch.addmm(T_cam_world[:3, 3:4], T_cam_world[:3, :3], pts_world)  # R p + t
 
 
-def camera_to_pixels(xyz_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """``(N, 3)`` camera points -> ``(N, 2)`` pixel coordinates ``(u, v)``; points need ``z > 0``."""
-    z = xyz_cam[:, 2:3].clamp_min(1e-9)
-    K = K.to(xyz_cam.dtype)
-    return (xyz_cam[:, :2] / z) @ K[:2, :2].T + K[:2, 2]
+def camera_to_world(pts_cam: torch.Tensor, T_world_cam: torch.Tensor) -> torch.Tensor:
+    """``(3, N)`` camera points -> ``(3, N)`` world points."""
+    T = T_world_cam.to(pts_cam.dtype)
+    return torch.addmm(T[:3, 3:4], T[:3, :3], pts_cam)
+
+
+def camera_to_pixels(pts_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """``(3, N)`` camera points -> ``(2, N)`` pixel coordinates ``(u, v)``; points need ``z > 0``."""
+    fx, s, cx, fy, cy = (float(K[0, 0]), float(K[0, 1]), float(K[0, 2]), float(K[1, 1]), float(K[1, 2]))
+    inv_z = pts_cam[2].clamp_min(1e-9).reciprocal()
+    xn, yn = pts_cam[0] * inv_z, pts_cam[1] * inv_z  # normalized image coordinates
+    return torch.stack([xn * fx + yn * s + cx, yn * fy + cy])
 
 
 @dataclass(frozen=True)
@@ -56,13 +64,21 @@ class Visibility:
     """Which points a frame sees, where, and at what depth."""
 
     index: torch.Tensor  # (M,) int64 indices of the visible points
-    uv: torch.Tensor  # (M, 2) their pixel coordinates in the colour frame
+    uv: torch.Tensor  # (2, M) their pixel coordinates (u, v) in the colour frame
     z: torch.Tensor  # (M,) their depth in metres
     in_view: int  # points in front and inside the frame, before the depth test
 
 
+def _inside(uv: torch.Tensor, size: tuple[int, int], margin: int) -> torch.Tensor:
+    """``(2, M)`` pixel coordinates whose nearest pixel ``floor(u + 0.5)`` lies ``margin`` or more
+    pixels inside a ``(W, H)`` image -> ``(M,)`` bool."""
+    W, H = size
+    lo = margin - 0.5
+    return (uv[0] >= lo) & (uv[0] < W - margin - 0.5) & (uv[1] >= lo) & (uv[1] < H - margin - 0.5)
+
+
 def visible_points(
-    xyz_world: torch.Tensor,
+    pts_world: torch.Tensor,
     T_world_cam: torch.Tensor,
     K_color: torch.Tensor,
     color_size: tuple[int, int],
@@ -74,51 +90,51 @@ def visible_points(
     relative: bool = True,
     min_depth: float = 1e-3,
 ) -> Visibility:
-    """The points of ``xyz_world`` that a frame sees.
+    """The points (``(3, N)`` world coordinates, one per column) that a frame sees.
 
-    A point counts when it is in front of the camera (``z > min_depth``), lands inside the colour
-    frame ``color_size = (W, H)`` at least ``margin`` pixels from the border, and, with a depth map
-    ``(Hd, Wd)`` in metres (``K_depth``: its intrinsics, default ``K_color``), passes the occlusion
-    test ``|d - z| <= tolerance * d`` (``relative``) or ``<= tolerance`` metres, where ``d`` is the
-    depth at the point's pixel (0 = no measurement: not visible). Pixels are rounded to the nearest.
+    A point counts when it is in front of the camera (``z > min_depth``), its nearest pixel lies
+    inside the colour frame ``color_size = (W, H)`` at least ``margin`` pixels from the border, and,
+    with a depth map ``(Hd, Wd)`` in metres (``K_depth``: its intrinsics, default ``K_color``), it
+    passes the occlusion test ``|d - z| <= tolerance * d`` (``relative``) or ``<= tolerance`` metres,
+    where ``d`` is the depth at its nearest depth pixel (0 = no measurement: not visible).
     """
-    W, H = color_size
-    xyz_cam = world_to_camera(xyz_world, T_world_cam)  # (N, 3)
-    front = xyz_cam[:, 2] > min_depth
-    index = front.nonzero().squeeze(1)  # (M0,)
-    xyz_cam = xyz_cam[index]
-    uv = camera_to_pixels(xyz_cam, K_color)  # (M0, 2)
-    px = uv.round()
-    inside = (px[:, 0] >= margin) & (px[:, 0] < W - margin) & (px[:, 1] >= margin) & (px[:, 1] < H - margin)
+    pts_cam = world_to_camera(pts_world, T_world_cam)  # (3, N)
+    z = pts_cam[2]
+    uv = camera_to_pixels(pts_cam, K_color)  # (2, N)
+    index = ((z > min_depth) & _inside(uv, color_size, margin)).nonzero().squeeze(1)  # (M0,)
+    uv, z = uv.index_select(1, index), z.index_select(0, index)
+    in_view = len(index)
     if depth is not None:
         Hd, Wd = depth.shape
-        uv_d = camera_to_pixels(xyz_cam, K_depth if K_depth is not None else K_color).round()
-        inside &= (uv_d[:, 0] >= 0) & (uv_d[:, 0] < Wd) & (uv_d[:, 1] >= 0) & (uv_d[:, 1] < Hd)
-        keep = inside.nonzero().squeeze(1)
-        ud, vd = uv_d[keep, 0].long(), uv_d[keep, 1].long()
-        d = depth[vd, ud].to(xyz_cam.dtype)  # (M1,) measured depth at each point's pixel
-        z = xyz_cam[keep, 2]
-        bound = tolerance * d if relative else torch.full_like(d, tolerance)
-        ok = (d > 0) & ((d - z).abs() <= bound)
-        keep = keep[ok]
-    else:
-        keep = inside.nonzero().squeeze(1)
-    return Visibility(index=index[keep], uv=uv[keep], z=xyz_cam[keep, 2], in_view=int(inside.sum()))
+        if K_depth is None or torch.equal(K_depth, K_color):
+            uv_d = uv
+        else:
+            uv_d = camera_to_pixels(pts_cam.index_select(1, index), K_depth)
+        ok = _inside(uv_d, (Wd, Hd), 0)
+        pixel = (uv_d[1] + 0.5).floor_().clamp_(0, Hd - 1).long() * Wd + (uv_d[0] + 0.5).floor_().clamp_(
+            0, Wd - 1
+        ).long()
+        d = depth.reshape(-1).index_select(0, pixel).to(z.dtype)  # (M0,) measured depth per point
+        bound = d * tolerance if relative else torch.full_like(d, tolerance)
+        ok &= (d > 0) & ((d - z).abs() <= bound)
+        keep = ok.nonzero().squeeze(1)
+        index, uv, z = index.index_select(0, keep), uv.index_select(1, keep), z.index_select(0, keep)
+    return Visibility(index=index, uv=uv, z=z, in_view=in_view)
 
 
 def feature_pixels(
     uv: torch.Tensor, color_size: tuple[int, int], feature_size: tuple[int, int]
 ) -> torch.Tensor:
-    """``(M, 2)`` colour-frame pixel coordinates -> ``(M,)`` flat indices ``v * w + u`` into a
+    """``(2, M)`` colour-frame pixel coordinates -> ``(M,)`` flat indices ``v * w + u`` into a
     ``feature_size = (w, h)`` map covering the same view (nearest feature pixel, clamped)."""
     (W, H), (w, h) = color_size, feature_size
-    u = ((uv[:, 0] + 0.5) * (w / W) - 0.5).round().clamp_(0, w - 1).long()
-    v = ((uv[:, 1] + 0.5) * (h / H) - 0.5).round().clamp_(0, h - 1).long()
+    u = ((uv[0] + 0.5) * (w / W)).floor_().clamp_(0, w - 1).long()
+    v = ((uv[1] + 0.5) * (h / H)).floor_().clamp_(0, h - 1).long()
     return v * w + u
 
 
 def depth_to_camera(depth: torch.Tensor, K_depth: torch.Tensor, *, stride: int = 1) -> torch.Tensor:
-    """Depth ``(H, W)`` in metres -> camera points ``(M, 3)`` of its valid pixels (``d > 0``), row by
+    """Depth ``(H, W)`` in metres -> camera points ``(3, M)`` of its valid pixels (``d > 0``), row by
     row, every ``stride``-th pixel in each direction."""
     H, W = depth.shape
     v, u = torch.meshgrid(
@@ -132,10 +148,4 @@ def depth_to_camera(depth: torch.Tensor, K_depth: torch.Tensor, *, stride: int =
     K = K_depth.float()
     y = (v - K[1, 2]) / K[1, 1]
     x = (u - K[0, 2] - K[0, 1] * y) / K[0, 0]
-    return torch.stack([x * d, y * d, d], dim=1)  # (M, 3)
-
-
-def camera_to_world(xyz_cam: torch.Tensor, T_world_cam: torch.Tensor) -> torch.Tensor:
-    """``(N, 3)`` camera points -> ``(N, 3)`` world points."""
-    T = T_world_cam.to(xyz_cam.dtype)
-    return xyz_cam @ T[:3, :3].T + T[:3, 3]
+    return torch.stack([x * d, y * d, d])  # (3, M)

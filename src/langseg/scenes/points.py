@@ -141,7 +141,7 @@ class VoxelGrid:
 
     def add(self, xyz: torch.Tensor, rgb: torch.Tensor) -> None:
         """Add ``(M, 3)`` world points with ``(M, 3)`` colours in [0, 255]."""
-        xyz = xyz.to(self.device, torch.float64)
+        xyz = xyz.to(self.device, torch.float64)  # (M, 3)
         ijk = torch.floor(xyz / self.voxel_size).long()
         values = torch.cat([xyz, rgb.to(self.device, torch.float64), xyz.new_ones(len(xyz), 1)], dim=1)
         keys, sums = self._reduce(self._pack(ijk), values)  # one entry per voxel of this frame
@@ -173,18 +173,18 @@ def voxel_points(
     voxel_size: float,
     device: torch.device | str = "cpu",
 ) -> PointCloud:
-    """``(xyz_world (M, 3), rgb (H, W, 3) uint8, uv_color (M, 2))`` per frame -> the voxel grid's points.
+    """``(pts_world (3, M), rgb (H, W, 3) uint8, uv_color (2, M))`` per frame -> the voxel grid's points.
 
     Each item holds the back-projected world points of one depth frame, the colour frame and each
     point's pixel in it (the caller projects with the colour intrinsics).
     """
     grid = VoxelGrid(voxel_size, device)
-    for xyz_world, rgb, uv in frames:
+    for pts_world, rgb, uv in frames:
         H, W = rgb.shape[:2]
-        u = uv[:, 0].round().clamp(0, W - 1).long().cpu()
-        v = uv[:, 1].round().clamp(0, H - 1).long().cpu()
+        u = (uv[0] + 0.5).floor().clamp(0, W - 1).long().cpu()
+        v = (uv[1] + 0.5).floor().clamp(0, H - 1).long().cpu()
         colors = torch.from_numpy(rgb)[v, u]  # (M, 3) uint8
-        grid.add(xyz_world, colors)
+        grid.add(pts_world.T, colors)
     cloud = grid.points()
     if len(cloud.xyz) == 0:
         raise SceneError("the depth frames hold no valid depth (all zero?); check --depth-scale and depth/")
