@@ -116,3 +116,17 @@ def test_bench_cli(tmp_path):
     run("bench_cli.py", "--images", 2, "--size", "64x48", "--out", out)
     payload = json.loads(out.read_text())
     assert payload["results"] and all(r["images_per_s_wall"] > 0 for r in payload["results"])
+
+
+def test_bench_scene(tmp_path):
+    out = tmp_path / "scene.json"
+    run(
+        "bench_scene.py",
+        *("--variant", "lseg_tiny", "--size", "64x48", "--points", 20000, "--frames", 1, "--warmup", 0),
+        *("--device", "cpu", "--json", out),
+    )
+    result = json.loads(out.read_text())
+    assert result["network_ms_per_frame"] > 0 and result["fusion_ms_per_frame"] > 0
+    assert result["fusion_over_network"] > 0 and result["frames_per_s"] > 0
+    # the camera at the room's centre sees a share of the walls, never all of them nor none
+    assert 0 < result["visible_per_frame"] < result["points"]
