@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "toy-scene",
         help="render an RGB-D sequence of a toy room (exact depth, poses, ground truth)",
         description="Render a small room whose walls and floor carry the toy dataset's shapes, seen by a "
-        "camera going once around a loop, with a pillar that hides parts of a wall from some frames. "
+        "camera going once around a loop, with a panel that hides parts of a wall from some frames. "
         "Writes colour, depth (16-bit PNG), poses, intrinsics, per-frame label images, the ground-truth "
         "point cloud (points.ply, gt_labels.npy), labels.txt and scene.json. Layouts: generic (color/, "
         "depth/ in mm, pose/, intrinsics.txt), scannet (as exported for OpenScene: jpg colour, depth at half "
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="pose files: camera-to-world or world-to-camera 4x4 per frame, or one trajectory.txt of "
         "'x y z qx qy qz qw' rows (default c2w)",
     )
-    scene.add_argument("--no-occluder", action="store_true", help="leave the pillar out")
+    scene.add_argument("--no-occluder", action="store_true", help="leave the occluding panel out")
     scene.add_argument("--no-labels", action="store_true", help="do not write per-frame label images")
     scene.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     scene.set_defaults(func=run_toy_scene)

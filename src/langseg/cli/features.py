@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .segment import (
+from .common import (
     Report,
     add_common_arguments,
     decoded_batches,
@@ -21,6 +21,7 @@ from .segment import (
     open_session,
     plan_inputs,
     progress,
+    resolution_arg,
     run_batch,
 )
 
@@ -43,20 +44,6 @@ reading the output (numpy):
 
 exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights.
 """
-
-
-def resolution_arg(text: str) -> str | tuple[int, int]:
-    if text in ("half", "full"):
-        return text
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected half, full or WIDTHxHEIGHT like 640x480, got {text!r}"
-        ) from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return (w, h)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -188,7 +175,7 @@ def _comparable(value: Any) -> Any:
 
 def _export(args, session, settings, todo, files, entries, order, report: Report, index_path: Path) -> int:
     from .. import __version__
-    from ..outputs import write_json
+    from ..files import write_json
 
     batch_size = images_per_call(args, session.predictor)
 
@@ -233,7 +220,7 @@ def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[s
     import numpy as np
     from PIL import Image
 
-    from ..outputs import write_array, write_image
+    from ..files import write_array, write_image
     from ..visualize import pca_rgb
 
     feat_path, preview_path = files

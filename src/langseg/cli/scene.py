@@ -13,8 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .features import resolution_arg
-from .segment import add_common_arguments, check_common_options, open_session, positive_int, progress
+from .common import (
+    add_common_arguments,
+    check_common_options,
+    open_session,
+    positive_int,
+    progress,
+    resolution_arg,
+)
 
 ORDER = 25
 
@@ -506,14 +512,15 @@ def _summary(scene, fused, check, seconds: float, out: Path) -> None:
 def run_query(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import load_model, resolve_weights
     from ..errors import LangsegError
+    from ..files import write_array, write_image, write_json
     from ..labels import check_prompt_lengths, parse_labels, parse_templates, read_labels_file
-    from ..outputs import existing, write_array, write_image, write_json
+    from ..outputs import existing
     from ..predictor import resolve_device
     from ..scenes import Scene, write_ply
     from ..scenes.maps import heat_colors, label_colors, topdown
     from ..visualize import palette
+    from ..weights import load_model, resolve_weights
 
     classes = read_labels_file(args.labels_file) if args.labels_file else parse_labels(args.labels)
     templates = parse_templates(args.template)

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import REGISTRY, bundled_weights, cache_dir, resolve_weights
+    from ..hub import REGISTRY, cache_dir
+    from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
         print(f"cache: {cache_dir()}")

@@ -17,8 +17,8 @@ from .toy import ToyConfig, _background, toy_scene
 
 ROOM_MIN = np.array([-2.0, -1.5, 0.0])  # metres, world frame (z up)
 ROOM_MAX = np.array([2.0, 1.5, 2.6])
-OCCLUDER_MIN = np.array([1.1, 0.45, 0.0])  # a pillar from floor to ceiling, between the loop and a wall
-OCCLUDER_MAX = np.array([1.5, 0.85, 2.6])
+OCCLUDER_MIN = np.array([1.1, -0.6, 0.0])  # a panel from floor to ceiling between the loop and the +x wall
+OCCLUDER_MAX = np.array([1.4, 0.4, 2.6])
 TILE_M = 1.3  # side of one toy texture tile in metres (about the image height at 1.5 m)
 TILE_TEXELS = 96  # texels per tile side (the toy dataset's own image size)
 POINT_SPACING_M = 0.05  # grid spacing of the ground-truth point cloud
@@ -109,10 +109,10 @@ def room_faces(seed: int, occluder: bool) -> list[Face]:
         olo, ohi = OCCLUDER_MIN, OCCLUDER_MAX
         osz, omid = ohi - olo, (olo + ohi) / 2
         for name, centre, normal, width in (
-            ("pillar -x", [olo[0], omid[1], omid[2]], [-1, 0, 0], osz[1]),
-            ("pillar +x", [ohi[0], omid[1], omid[2]], [1, 0, 0], osz[1]),
-            ("pillar -y", [omid[0], olo[1], omid[2]], [0, -1, 0], osz[0]),
-            ("pillar +y", [omid[0], ohi[1], omid[2]], [0, 1, 0], osz[0]),
+            ("occluder -x", [olo[0], omid[1], omid[2]], [-1, 0, 0], osz[1]),
+            ("occluder +x", [ohi[0], omid[1], omid[2]], [1, 0, 0], osz[1]),
+            ("occluder -y", [omid[0], olo[1], omid[2]], [0, -1, 0], osz[0]),
+            ("occluder +y", [omid[0], ohi[1], omid[2]], [0, 1, 0], osz[0]),
         ):
             faces.append(_wall(name, rng, centre, normal, width, osz[2], False, True))
     return faces
@@ -170,34 +170,59 @@ def trajectory(frames: int) -> np.ndarray:
     return poses
 
 
-def render_frame(faces: list[Face], K: np.ndarray, c2w: np.ndarray, width: int, height: int, ss: int = 1):
+def render_frame(
+    faces: list[Face],
+    K: np.ndarray,
+    c2w: np.ndarray,
+    width: int,
+    height: int,
+    ss: int = 1,
+    block: int = 1 << 15,
+):
     """One view -> depth ``(H, W)`` float64 metres (z along the optical axis), labels ``(H, W)`` int64
-    (pixel centres), colour ``(H, W, 3)`` uint8 (mean of ``ss x ss`` samples per pixel; None when ``ss`` is 0)."""
+    (pixel centres), colour ``(H, W, 3)`` uint8 (mean of ``ss x ss`` samples per pixel; None when ``ss``
+    is 0). Rays go in blocks of about ``block`` pixels, so memory does not grow with the image size."""
+    depth = np.empty((height, width))
+    label = np.empty((height, width), np.int64)
+    color = np.empty((height, width, 3), np.uint8) if ss >= 1 else None
+    rows = max(1, block // width)
+    for top in range(0, height, rows):
+        d, lab, col = _render_rows(faces, K, c2w, width, top, min(top + rows, height), ss)
+        depth[top : top + rows], label[top : top + rows] = d, lab
+        if color is not None:
+            color[top : top + rows] = col
+    return depth, label, color
+
+
+def _render_rows(faces, K, c2w, width: int, top: int, bottom: int, ss: int):
+    """Rows ``top:bottom`` of a view -> depth ``(h, W)``, labels ``(h, W)``, colour ``(h, W, 3)`` or None."""
     R, origin = c2w[:3, :3], c2w[:3, 3]
     Kinv = np.linalg.inv(K)
+    h = bottom - top
+    yy, xx = np.mgrid[top:bottom, 0:width].astype(np.float64)
 
-    def rays(offset_x: float, offset_y: float) -> np.ndarray:  # (H*W, 3) world directions with z_cam = 1
-        yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-        pix = np.stack([xx.ravel() + offset_x, yy.ravel() + offset_y, np.ones(height * width)], axis=1)
+    def rays(offset_x: float, offset_y: float) -> np.ndarray:  # (h*W, 3) world directions with z_cam = 1
+        pix = np.stack([xx.ravel() + offset_x, yy.ravel() + offset_y, np.ones(h * width)], axis=1)
         return pix @ Kinv.T @ R.T
 
     t, face, s, tt = cast(faces, origin, rays(0.0, 0.0))
-    depth = t.reshape(height, width)  # t is z because the camera-frame direction has z = 1
-    label = shade(faces, face, s, tt, "label").reshape(height, width)
+    depth = t.reshape(h, width)  # t is z because the camera-frame direction has z = 1
+    label = shade(faces, face, s, tt, "label").reshape(h, width)
     if ss < 1:
         return depth, label, None
-    color = np.zeros((height * width, 3))
+    color = np.zeros((h * width, 3))
     offsets = (np.arange(ss) + 0.5) / ss - 0.5
     for oy in offsets:
         for ox in offsets:
             _, f2, s2, t2 = cast(faces, origin, rays(ox, oy))
             color += shade(faces, f2, s2, t2, "color")
-    color = np.clip(color / (ss * ss) + 0.5, 0, 255).astype(np.uint8).reshape(height, width, 3)
+    color = np.clip(color / (ss * ss) + 0.5, 0, 255).astype(np.uint8).reshape(h, width, 3)
     return depth, label, color
 
 
 def surface_points(faces: list[Face], spacing: float):
-    """Grid samples of the faces in the point cloud -> xyz ``(N, 3)``, normals ``(N, 3)``, labels, colours."""
+    """Grid samples of the faces in the point cloud -> xyz ``(N, 3)`` float32, normals ``(N, 3)``,
+    labels ``(N,)`` and colours ``(N, 3)`` of the texels under the float32 positions (as stored)."""
     xyz, normals, labels, colors = [], [], [], []
     for f in faces:
         if not f.in_points:
@@ -205,9 +230,10 @@ def surface_points(faces: list[Face], spacing: float):
         nu = max(1, round(float(np.linalg.norm(f.u)) / spacing))
         nv = max(1, round(float(np.linalg.norm(f.v)) / spacing))
         t, s = np.meshgrid((np.arange(nv) + 0.5) / nv, (np.arange(nu) + 0.5) / nu, indexing="ij")
-        s, t = s.ravel(), t.ravel()
+        p = (f.origin + s.ravel()[:, None] * f.u + t.ravel()[:, None] * f.v).astype(np.float32)
+        _, s, t = f.coords(p.astype(np.float64))  # a sample on a texel edge takes the texel it is stored in
         row, col = f.texel(s, t)
-        xyz.append(f.origin + s[:, None] * f.u + t[:, None] * f.v)
+        xyz.append(p)
         normals.append(np.broadcast_to(f.normal, (s.size, 3)))
         labels.append(f.label[row, col])
         colors.append(f.color[row, col])

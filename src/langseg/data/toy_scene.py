@@ -4,10 +4,10 @@ The room is a box (4 x 3 x 2.6 m, world frame in metres, z up, floor at z = 0, c
 Its four walls and its floor are tiled with toy scenes (:func:`langseg.data.toy.toy_scene`: coloured
 shapes on textured backgrounds), so every texel has a ground-truth class from
 :data:`langseg.data.toy.TOY_LABELS` (the classes the bundled ``lseg-toy`` model knows). The ceiling and
-an optional pillar (the occluder, an axis-aligned box from floor to ceiling) carry shape-free textures
-of class ``background``. The pillar stands between the camera path and a wall, so it hides parts of
+an optional occluder (a 1 m wide panel, an axis-aligned box from floor to ceiling) carry shape-free textures
+of class ``background``. The panel stands between the camera path and a wall, so it hides parts of
 that wall from some frames: fusing features without an occlusion test paints those wall points with
-the pillar's class.
+the panel's class.
 
 A camera (OpenCV convention: x right, y down, z forward) goes once around a loop at about 1.3 m
 height, looking outwards at the walls and pitched down so that the floor is seen too. Colour (2 x 2
@@ -108,7 +108,9 @@ class ToyScene:
     pose: str = "c2w"
     seed: int = 0
     stems: tuple[str, ...] = ()
-    occluder: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (min xyz, max xyz) of the pillar
+    occluder: tuple[tuple[float, ...], tuple[float, ...]] | None = (
+        None  # (min xyz, max xyz) of the occluding panel
+    )
     _faces: list[Face] = field(default_factory=list, repr=False)
 
     def labels_at(self, xyz: np.ndarray, tol: float = 0.05) -> np.ndarray:
@@ -239,7 +241,8 @@ def _previous_files(out: Path) -> list[str]:
         return []
     if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
         return []
-    return [f for f in meta.get("files", []) if isinstance(f, str) and ".." not in Path(f).parts]
+    files = [f for f in meta.get("files", []) if isinstance(f, str)]
+    return [f for f in files if not Path(f).is_absolute() and ".." not in Path(f).parts]  # inside `out` only
 
 
 def render_toy_scene(
@@ -264,7 +267,7 @@ def render_toy_scene(
     """
     from tqdm.auto import tqdm
 
-    from ..outputs import atomic_write, write_array, write_bytes, write_image, write_json
+    from ..files import atomic_write, write_array, write_bytes, write_image, write_json
 
     width, height = _check_settings(frames, size, layout, pose)
     frames = int(frames)
@@ -324,7 +327,7 @@ def render_toy_scene(
         put("intrinsic/intrinsic_depth.txt", write_bytes, _text(_homogeneous(K_depth)))
 
     keep = seen > 0  # the ground truth holds the surface points that some frame sees
-    points, point_labels, point_colors = xyz[keep].astype(np.float32), point_labels[keep], point_colors[keep]
+    points, point_labels, point_colors = xyz[keep], point_labels[keep], point_colors[keep]
     put("points.ply", atomic_write, _ply(points, point_colors).write)
     put("gt_labels.npy", write_array, point_labels.astype(np.int64), fmt="npy")
     put("labels.txt", write_bytes, ("\n".join(TOY_LABELS) + "\n").encode())

@@ -77,8 +77,6 @@ class LSeg(nn.Module):
         self.text_encoder = text_encoder
         self.text_encoder.requires_grad_(False)  # frozen: never trained, never receives gradients
         self.logit_scale = config.scale  # a constant, not a parameter (official: float32 1/0.07)
-        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._text_lock = threading.Lock()  # the cache is shared by the threads of a server
         self.numerics = "fp32"

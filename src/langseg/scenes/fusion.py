@@ -144,7 +144,7 @@ def read_depth(path: Path, scale: float) -> torch.Tensor:
 
 
 def read_color(path: Path, max_pixels: int | None) -> np.ndarray:
-    from ..io import ImageError, load_image
+    from ..images import ImageError, load_image
 
     try:
         return np.array(load_image(path, max_pixels=max_pixels))
@@ -213,7 +213,7 @@ def _checkpoint_path(out: Path, rank: int, world_size: int) -> Path:
 def _save_checkpoint(path: Path, acc: Accumulator, done: int, key: str) -> None:
     from safetensors.torch import save
 
-    from ..outputs import write_bytes
+    from ..files import write_bytes
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in acc.state().items()}
     write_bytes(path, save(tensors, metadata={"frames_done": str(done), "fingerprint": key}), overwrite=True)

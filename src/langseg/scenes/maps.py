@@ -40,7 +40,7 @@ def write_map(out: Path, fused: FusedScene, record: dict[str, Any], *, overwrite
     """Write the four files of a map folder (each atomically; the record last)."""
     from safetensors.numpy import save
 
-    from ..outputs import atomic_write, write_bytes, write_json
+    from ..files import atomic_write, write_bytes, write_json
     from ..visualize import pca_rgb
 
     seen = fused.seen.cpu()
@@ -151,10 +151,9 @@ class Scene:
             else [(lab,) if isinstance(lab, str) else tuple(lab) for lab in labels]
         )
         if model is None:
-            import langseg
+            from ..weights import load_model, resolve_weights
 
-            spec = self.weights()
-            model = langseg.load_model(langseg.resolve_weights(spec), device=device or "cpu")
+            model = load_model(resolve_weights(self.weights()), device=device or "cpu")
         dev = next(model.parameters()).device
         with torch.inference_mode():
             text = (

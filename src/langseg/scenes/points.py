@@ -91,7 +91,7 @@ def write_ply(
     scalar properties (``{"label": (N,) int32, "score": (N,) float32}``), written atomically."""
     from plyfile import PlyData, PlyElement
 
-    from ..outputs import atomic_write
+    from ..files import atomic_write
 
     fields = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
     scalars = scalars or {}
