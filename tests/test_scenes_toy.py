@@ -27,6 +27,14 @@ def _fuse(scene: Path, out: Path, *extra: str) -> int:
     return main(["scene", "fuse", str(scene), "--out", str(out), "--device", "cpu", *extra])
 
 
+@pytest.fixture(scope="module")
+def reference(toy, tmp_path_factory) -> Path:
+    """The c2w scene fused onto its ground-truth points."""
+    out = tmp_path_factory.mktemp("reference") / "map"
+    assert _fuse(toy, out, "--points", "points.ply") == 0
+    return out
+
+
 def point_miou(scene_root: Path, map_root: Path) -> float:
     """Mean IoU of the map's labels for the toy classes against the renderer's per-point truth
     (points no frame saw count as wrong)."""
@@ -54,10 +62,8 @@ def test_toy_room_map_scores_and_needs_the_depth_test(toy, tmp_path, capsys):
 
 @pytest.mark.parametrize("written, flag", [("w2c", "w2c"), ("trajectory", "c2w")])
 def test_pose_conventions_give_the_same_map_and_a_wrong_flag_fails_the_sanity_check(
-    toy, tmp_path, capsys, written, flag
+    reference, tmp_path, capsys, written, flag
 ):
-    reference = tmp_path / "reference"
-    assert _fuse(toy, reference, "--points", "points.ply") == 0
     other = render_toy_scene(tmp_path / written, frames=FRAMES, pose=written).root
     assert (other / ("trajectory.txt" if written == "trajectory" else "pose")).exists()
     assert _fuse(other, tmp_path / "right", "--points", "points.ply", "--pose", flag) == 0
