@@ -58,7 +58,7 @@ def write_map(out: Path, fused: FusedScene, record: dict[str, Any], *, overwrite
     atomic_write(out / OPENSCENE_NAME, lambda f: torch.save(openscene, f), overwrite=overwrite)
     colors = np.tile(np.array(UNSEEN_COLOR, np.uint8), (len(fused.xyz), 1))
     if bool(seen.any()):
-        f = fused.features[seen.to(fused.features.device)].float().T[:, :, None]  # (D, N_seen, 1)
+        f = tensors["features"][seen.numpy()].T[:, :, None]  # (D, N_seen, 1) float16 view
         colors[seen.numpy()] = pca_rgb(f)[:, 0]
     write_ply(out / PCA_NAME, fused.xyz, colors, scalars={"count": tensors["counts"]}, overwrite=overwrite)
     write_json(out / RECORD_NAME, record, overwrite=overwrite)
