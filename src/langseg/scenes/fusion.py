@@ -20,7 +20,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from ..distributed import all_reduce, split
@@ -87,7 +86,7 @@ class FusedScene:
 
 class Accumulator:
     """Weighted running sums of features per point, on one device: ``(N, D)`` sums, ``(N,)`` weights
-    and counts. :meth:`mean` gives the unit-norm weighted mean."""
+    and counts. :meth:`mean_` gives the unit-norm weighted mean."""
 
     def __init__(self, n_points: int, dim: int, device: torch.device) -> None:
         self.sums = torch.zeros(n_points, dim, dtype=torch.float32, device=device)
@@ -111,9 +110,12 @@ class Accumulator:
         for name in ("sums", "weights", "counts", "in_view"):
             setattr(self, name, all_reduce(getattr(self, name)))
 
-    def mean(self) -> torch.Tensor:
-        """``(N, D)`` unit-norm weighted mean; zeros for points never seen."""
-        return F.normalize(self.sums / self.weights.clamp_min(1e-12)[:, None], dim=1)
+    def mean_(self) -> torch.Tensor:
+        """``(N, D)`` unit-norm weighted mean, computed in place of the sums (no second ``(N, D)``
+        buffer); zeros for points never seen. The sums are gone afterwards."""
+        self.sums /= self.weights.clamp_min(1e-12)[:, None]
+        self.sums /= self.sums.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return self.sums
 
     def state(self) -> dict[str, torch.Tensor]:
         return {"sums": self.sums, "weights": self.weights, "counts": self.counts, "in_view": self.in_view}
@@ -316,7 +318,7 @@ def fuse(
     fused = FusedScene(
         xyz=cloud.xyz,
         colors=cloud.colors if cloud.colors is not None else np.full((len(cloud.xyz), 3), 128, np.uint8),
-        features=acc.mean(),
+        features=acc.mean_(),
         counts=acc.counts,
         weights=acc.weights,
     )
