@@ -294,6 +294,9 @@ def run_fuse(args: argparse.Namespace) -> int:
     ]
     outs = _map_folders(args.out, scenes)
     todo = [(s, o) for s, o in zip(scenes, outs) if not _done_or_clash(args, o)]
+    if len(todo) < len(scenes):
+        kept = len(scenes) - len(todo)
+        print(f"kept {kept} map{'s' if kept != 1 else ''} already done (--skip-existing)")
     rank, world = 0, 1
     if args.distributed:
         from ..distributed import init_distributed
@@ -389,7 +392,7 @@ def _fuse_one(args, session, scene, out: Path, config, rank: int, world: int) ->
     key = fingerprint(scene, cloud, config, session.weights.get("sha256"), session.protocol)
     ckpt_dir = out / CHECKPOINT_DIR if config.checkpoint_every else None
     if ckpt_dir is not None and args.overwrite and not args.resume and ckpt_dir.is_dir():
-        _barrier_then(rank == 0, lambda: shutil.rmtree(ckpt_dir, ignore_errors=True))
+        _barrier_then(rank == 0, lambda: shutil.rmtree(ckpt_dir, ignore_errors=True), world > 1)
     with _bar(len(scene.frames), f"{scene.name}: frames", show) as bar:
         fused = fuse(
             scene,
@@ -417,12 +420,14 @@ def _fuse_one(args, session, scene, out: Path, config, rank: int, world: int) ->
     return bool(check["ok"])
 
 
-def _barrier_then(act: bool, fn) -> None:
+def _barrier_then(act: bool, fn, wait: bool) -> None:
+    """``fn()`` on one rank; with ``wait``, the ranks sharing this scene wait for it."""
     from ..distributed import barrier
 
     if act:
         fn()
-    barrier()
+    if wait:
+        barrier()
 
 
 def _bar(total: int, desc: str, show: bool):

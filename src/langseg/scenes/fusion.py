@@ -313,7 +313,8 @@ def fuse(
             progress(len(batch) * world_size if world_size > 1 else len(batch))
     if ckpt is not None and config.checkpoint_every and len(mine):
         _save_checkpoint(ckpt, acc, done, key)  # this rank's share is complete
-    acc.all_reduce()
+    if world_size > 1:  # the ranks fused shares of this scene's frames: add them up
+        acc.all_reduce()
     agreement = acc.in_view.tolist()
     fused = FusedScene(
         xyz=cloud.xyz,
