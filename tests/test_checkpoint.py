@@ -131,7 +131,7 @@ def test_save_pretrained_is_whole_or_nothing_and_never_clobbers(tiny_model, tmp_
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     folder = save_pretrained(tiny_model, tmp_path / "m")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     with pytest.raises(OutputExistsError):
         save_pretrained(tiny_model, folder)
     save_pretrained(tiny_model, folder, overwrite=True)

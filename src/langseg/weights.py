@@ -1,8 +1,8 @@
-"""The weights door: a path, a bundled name or a registry name -> a loaded LSeg network.
+"""The weights door: a path, a bundled name, a registry name or a Hub name -> a loaded LSeg network.
 
 :mod:`langseg.hub` stays the registry of official checkpoints and their download; this module
 decides where a name points (a file or folder, the weights bundled with the package, or the
-registry) and loads it with :func:`langseg.models.load_checkpoint`.
+registry, or ``hf-hub:`` names through :mod:`langseg.hf_hub`) and loads it with :func:`langseg.models.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ def bundled_weights() -> dict[str, Path]:
 
 
 def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
-    """A path, a bundled name or a registry name -> a local path (downloading if needed)."""
+    """A path, a bundled name, a registry name or ``hf-hub:ORG/NAME[@REV]`` -> a local path (downloading
+    if needed)."""
     from .hub import REGISTRY, fetch
     from .models import CheckpointError
 
+    if isinstance(path_or_name, str) and path_or_name.startswith("hf-hub:"):
+        from .hf_hub import download
+
+        return download(path_or_name, progress=progress)
     p = Path(path_or_name).expanduser()
     if p.exists():
         return p
@@ -41,7 +46,10 @@ def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
     if name in REGISTRY:
         return fetch(name, progress=progress)
     known = sorted(bundled) + sorted(REGISTRY)
-    raise CheckpointError(f"{name}: no such file, and not a known weights name (known: {', '.join(known)})")
+    raise CheckpointError(
+        f"{name}: no such file, and not a known weights name (known: {', '.join(known)}; "
+        "or hf-hub:ORG/NAME for a Hugging Face Hub model)"
+    )
 
 
 def load_model(
@@ -56,7 +64,8 @@ def load_model(
 
     ``path_or_name``: an official lang-seg ``.ckpt``, a folder (or ``model.safetensors``) of ours, the
     name of a bundled model (``lseg-toy``) or of an official checkpoint (``lseg-demo-vitl16``, see
-    ``langseg.REGISTRY``), which is downloaded once into :func:`langseg.cache_dir`.
+    ``langseg.REGISTRY``), which is downloaded once into :func:`langseg.cache_dir`, or a Hugging Face Hub
+    model ``hf-hub:ORG/NAME[@REVISION]`` (downloaded through ``huggingface_hub`` into its cache).
     ``overrides`` set config fields the weights cannot tell (e.g. ``arch_option``) for official files.
     """
     from .models import load_checkpoint

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .common import (
-    add_common_arguments,
+    add_model_arguments,
     check_common_options,
+    join_ranks,
     open_session,
     positive_int,
     progress,
@@ -30,7 +31,8 @@ FUSE_EPILOG = """examples:
   langseg scene fuse scannet/scene0000_00 --out maps/scene0000_00 --weights lseg-demo-vitl16 --voxel-size 0.02
   langseg scene fuse replica/room0 --layout replica --points replica/room0.ply --out maps/room0
   langseg scene fuse vlmaps_seq --trajectory poses.txt --pose c2w --every 5 --out maps/seq
-  torchrun --nproc-per-node 4 -m langseg scene fuse scans/* --out maps/ --distributed
+  torchrun --nproc-per-node 4 -m langseg scene fuse scans/scene0000_00 --out maps/scene0000_00
+  torchrun --nproc-per-node 4 -m langseg scene fuse scans/* --out maps/ --preset openscene
 
 pose convention (never guessed): --pose c2w reads camera-to-world matrices (ScanNet, Replica, the
 generic layout), --pose w2c world-to-camera (extrinsics). Cameras are OpenCV: x right, y down, z forward.
@@ -73,11 +75,16 @@ def _register_fuse(actions: argparse._SubParsersAction) -> None:
         epilog=FUSE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common_arguments(
-        p,
-        default_out=None,
-        inputs=("SCENE", "scene folders: color/, depth/, pose/ (or a trajectory file) and intrinsics"),
+    p.add_argument(
+        "scenes",
+        nargs="+",
+        metavar="SCENE",
+        help="scene folders: color/, depth/, pose/ (or a trajectory file) and intrinsics",
     )
+    p.add_argument(
+        "--out", type=Path, required=True, help="map folder (one sub-folder per scene when several)"
+    )
+    add_model_arguments(p)
     g = p.add_argument_group("scene input")
     g.add_argument(
         "--layout",
@@ -140,9 +147,9 @@ def _register_fuse(actions: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--resolution",
         type=resolution_arg,
-        default="half",
+        default=None,
         metavar="half|full|WxH",
-        help="feature map the points sample (default: half, the network's own output)",
+        help="feature map the points sample (default: half, the network's own output, or the --preset's)",
     )
     g.add_argument(
         "--margin",
@@ -177,12 +184,6 @@ def _register_fuse(actions: argparse._SubParsersAction) -> None:
         help="save the sums every N frames, so --resume can continue (0: never; default: 50)",
     )
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    g.add_argument(
-        "--distributed",
-        action="store_true",
-        help="under torchrun/srun: one scene's frames are split across ranks and the sums added; "
-        "several scenes are split across ranks",
-    )
     p.set_defaults(func=run_fuse)
 
 
@@ -290,19 +291,15 @@ def run_fuse(args: argparse.Namespace) -> int:
             trajectory=args.trajectory,
             use_depth=not args.no_depth,
         )
-        for s in args.inputs
+        for s in args.scenes
     ]
     outs = _map_folders(args.out, scenes)
     todo = [(s, o) for s, o in zip(scenes, outs) if not _done_or_clash(args, o)]
     if len(todo) < len(scenes):
         kept = len(scenes) - len(todo)
         print(f"kept {kept} map{'s' if kept != 1 else ''} already done (--skip-existing)")
-    rank, world = 0, 1
-    if args.distributed:
-        from ..distributed import init_distributed
-
-        place = init_distributed(None if args.device == "auto" else args.device)
-        args.device, rank, world = place.device, place.rank, place.world_size
+    place = join_ranks(args)  # torchrun, or srun with --distributed; a single process otherwise
+    rank, world = place.rank, place.world_size
     try:
         share_frames = len(todo) <= 1
         mine = todo if share_frames else [todo[i] for i in range(rank, len(todo), world)]
@@ -318,7 +315,7 @@ def run_fuse(args: argparse.Namespace) -> int:
             failed += not result
         return 1 if failed else 0
     finally:
-        if args.distributed:
+        if world > 1:
             from ..distributed import close_distributed
 
             close_distributed()

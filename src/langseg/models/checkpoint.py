@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 FORMAT = "langseg-v1"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 
 
 class CheckpointError(LangsegError, RuntimeError):
@@ -282,15 +283,22 @@ def save_pretrained(
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` as the folder ``out_dir``, whole or not at all.
+    """Write ``model.safetensors`` + ``config.json`` + the model card ``README.md`` as the folder
+    ``out_dir``, whole or not at all; ``extra`` entries (``source``, ``train``, ...) go into ``config.json``.
 
     The folder is filled beside ``out_dir`` and renamed into place (see
     :func:`langseg.files.write_folder`). An existing non-empty ``out_dir`` raises unless
     ``overwrite``, and even then only a folder holding nothing but a saved model is replaced.
     """
+    from ..model_card import model_card
+
     out_dir = Path(out_dir)
     if overwrite and out_dir.is_dir():
-        others = sorted(p.name for p in out_dir.iterdir() if p.name not in (WEIGHTS_NAME, CONFIG_NAME))
+        others = sorted(
+            p.name
+            for p in out_dir.iterdir()
+            if p.name not in (WEIGHTS_NAME, CONFIG_NAME) and not _is_our_card(p)
+        )
         if others:
             raise OutputExistsError(
                 f"{out_dir} holds other files than a saved model ({', '.join(others[:3])}); "
@@ -309,8 +317,18 @@ def save_pretrained(
     def fill(folder: Path) -> None:
         save_file(sd, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
         (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (folder / CARD_NAME).write_text(model_card(meta), encoding="utf-8")
 
     return write_folder(out_dir, fill, overwrite=overwrite)
+
+
+def _is_our_card(path: Path) -> bool:
+    """A ``README.md`` that :func:`save_pretrained` wrote (a user's own README is never replaced)."""
+    return (
+        path.name == CARD_NAME
+        and path.is_file()
+        and "\nlibrary_name: langseg\n" in path.read_text(errors="replace")[:400]
+    )
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -376,6 +394,8 @@ def convert_official(
 ) -> Path:
     """Convert an official checkpoint to our format; optionally drop the never-run CLIP image tower
     and ViT classifier head (recorded in the config, so the result loads strictly)."""
+    from ..provenance import sha256_file
+
     model = load_official_checkpoint(src, **overrides)
     dropped: list[str] = []
     if drop_unused:
@@ -385,7 +405,7 @@ def convert_official(
         model,
         out_dir,
         dtype=dtype,
-        extra={"source": str(Path(src).name), "dropped": dropped},
+        extra={"source": str(Path(src).name), "source_sha256": sha256_file(src), "dropped": dropped},
         overwrite=overwrite,
     )
 

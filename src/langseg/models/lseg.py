@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -205,6 +206,16 @@ class LSeg(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._clear_derived()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload these weights with a model card to the Hugging Face Hub; returns the commit URL.
+
+        Keyword arguments as :func:`langseg.hf_hub.push_to_hub` (``revision``, ``private``, ``token``,
+        ``commit_message``, ``eval_record``, ``license``).
+        """
+        from ..hf_hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     # ----------------------------------------------------------------- image
     def check_input(self, images: torch.Tensor) -> None:
