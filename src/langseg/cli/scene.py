@@ -294,13 +294,17 @@ def run_fuse(args: argparse.Namespace) -> int:
         for s in args.scenes
     ]
     outs = _map_folders(args.out, scenes)
-    todo = [(s, o) for s, o in zip(scenes, outs) if not _done_or_clash(args, o)]
-    if len(todo) < len(scenes):
-        kept = len(scenes) - len(todo)
-        print(f"kept {kept} map{'s' if kept != 1 else ''} already done (--skip-existing)")
     place = join_ranks(args)  # torchrun, or srun with --distributed; a single process otherwise
     rank, world = place.rank, place.world_size
     try:
+        todo = [(s, o) for s, o in zip(scenes, outs) if not _done_or_clash(args, o)]
+        if world > 1:
+            from ..distributed import barrier
+
+            barrier()  # every rank has looked at the outputs before any rank writes one
+        if len(todo) < len(scenes) and rank == 0:
+            kept = len(scenes) - len(todo)
+            print(f"kept {kept} map{'s' if kept != 1 else ''} already done (--skip-existing)")
         share_frames = len(todo) <= 1
         mine = todo if share_frames else [todo[i] for i in range(rank, len(todo), world)]
         session = open_session(args, templates=None)
