@@ -126,3 +126,17 @@ def test_bench_startup(tmp_path):
     assert rows["langseg weights list"]["exit_code"] == 0 and rows["langseg bad option"]["exit_code"] == 2
     assert all(r["ratio"] > 0 and r["imports_torch"] is False for r in rows.values())
     assert "x baseline" in text
+
+
+def test_bench_scene(tmp_path):
+    out = tmp_path / "scene.json"
+    run(
+        "bench_scene.py",
+        *("--variant", "lseg_tiny", "--size", "64x48", "--points", 20000, "--frames", 1, "--warmup", 0),
+        *("--device", "cpu", "--json", out),
+    )
+    result = json.loads(out.read_text())
+    assert result["network_ms_per_frame"] > 0 and result["fusion_ms_per_frame"] > 0
+    assert result["fusion_over_network"] > 0 and result["frames_per_s"] > 0
+    # the camera at the room's centre sees a share of the walls, never all of them nor none
+    assert 0 < result["visible_per_frame"] < result["points"]

@@ -122,6 +122,7 @@ def test_pca_rgb_separates_structure_deterministically():
     left, right = rgb[:, :10].reshape(-1, 3).astype(int), rgb[:, 10:].reshape(-1, 3).astype(int)
     assert np.abs(left.mean(0) - right.mean(0)).max() > 150  # the two regions get different colours
     assert np.array_equal(pca_rgb(feats), rgb)  # numpy and torch inputs, same answer
+    assert np.array_equal(pca_rgb(feats, chunk=7), rgb)  # projected in chunks, same answer
     flat = pca_rgb(np.ones((4, 3, 3), np.float32))
     assert (flat == 128).all()  # no structure: neutral gray, no division by zero
     with pytest.raises(ValueError):

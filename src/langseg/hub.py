@@ -192,7 +192,9 @@ def _one_fetch_at_a_time(fetch_fn):
     @functools.wraps(fetch_fn)
     def locked(name: str, *args: Any, cache: str | Path | None = None, **kwargs: Any) -> Path:
         root = Path(cache) if cache is not None else cache_dir()
-        if is_cached(name, root) or name not in kwargs.get("registry", REGISTRY):  # unknown names fail in fetch
+        if is_cached(name, root) or name not in kwargs.get(
+            "registry", REGISTRY
+        ):  # unknown names fail in fetch
             return fetch_fn(name, *args, cache=cache, **kwargs)
         root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(root / f".{name}.lock")

@@ -310,26 +310,33 @@ def _attach_legend(img: Image.Image, entries: list[LegendEntry]) -> Image.Image:
     return canvas
 
 
-def pca_rgb(features: torch.Tensor | np.ndarray, max_samples: int = 20000) -> np.ndarray:
+def pca_rgb(features: torch.Tensor | np.ndarray, max_samples: int = 20000, chunk: int = 65536) -> np.ndarray:
     """``(D, h, w)`` features -> ``(h, w, 3)`` uint8: the top 3 principal components as RGB.
 
     Components are fitted on up to ``max_samples`` evenly strided pixels, signed so that each
     component's largest loading is positive (deterministic), and stretched between their 1st and
-    99th percentiles.
+    99th percentiles. Pixels are projected ``chunk`` at a time, so memory beyond the input is
+    ``chunk x D`` plus ``(h, w, 3)`` (a million-point map has no float64 copy).
     """
-    x = features.detach().float().cpu().numpy() if torch.is_tensor(features) else np.asarray(features)
+    if torch.is_tensor(features):
+        t = features.detach().cpu()
+        x = (t if t.dtype in (torch.float16, torch.float32, torch.float64) else t.float()).numpy()
+    else:
+        x = np.asarray(features)
     if x.ndim != 3:
         raise ValueError(f"features must be (D, h, w), got shape {x.shape}")
     D, h, w = x.shape
-    pixels = x.reshape(D, h * w).T.astype(np.float64)  # (N, D), one row per pixel
-    fit = pixels[:: max(1, math.ceil(len(pixels) / max_samples))]
+    columns = x.reshape(D, h * w)  # (D, N), one column per pixel
+    fit = columns[:, :: max(1, math.ceil(h * w / max_samples))].T.astype(np.float64)  # (S, D)
     mean = fit.mean(axis=0)
     cov = (fit - mean).T @ (fit - mean) / max(len(fit) - 1, 1)  # (D, D)
     values, vectors = np.linalg.eigh(cov)  # ascending eigenvalues
     k = min(3, D)
     top = vectors[:, ::-1][:, :k]  # (D, k) strongest first
     top *= np.sign(top[np.abs(top).argmax(axis=0), np.arange(k)])  # sign: largest loading positive
-    proj = (pixels - mean) @ top  # (N, k)
+    proj = np.empty((h * w, k))
+    for start in range(0, h * w, chunk):
+        proj[start : start + chunk] = (columns[:, start : start + chunk].T.astype(np.float64) - mean) @ top
     rgb = np.full((h * w, 3), 0.5)
     for c in range(k):
         lo, hi = np.percentile(proj[:, c], [1, 99])

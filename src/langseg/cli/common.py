@@ -90,9 +90,23 @@ def shard_arg(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def resolution_arg(text: str) -> str | tuple[int, int]:
+    if text in ("half", "full"):
+        return text
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected half, full or WIDTHxHEIGHT like 640x480, got {text!r}"
+        ) from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return (w, h)
+
+
 # --------------------------------------------------------------------------- shared options
 def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
-    """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
+    """Inputs, outputs and :func:`add_model_arguments`: the options of ``segment`` and ``features``."""
     p.add_argument(
         "inputs",
         nargs="*",
@@ -131,6 +145,12 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
             default=Path(default_out),
             help=f"output folder (created if missing; default: {default_out})",
         )
+    add_model_arguments(p)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Weights, device, preprocessing, protocol, process and overwrite options: shared by ``segment``,
+    ``features`` and ``scene fuse``."""
     p.add_argument(
         "--weights",
         default=None,
@@ -280,15 +300,10 @@ def plan_inputs(args: argparse.Namespace, place) -> tuple[list[Any], list[Any], 
     return items, stems, notes if place.is_main else []
 
 
-def all_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Check option combinations, then the whole input list -> (images, output stems, notes).
-
-    Stems are derived from the whole list, so every slice names files exactly as a single run would.
-    Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
-    """
+def check_common_options(args: argparse.Namespace) -> None:
+    """Apply ``--preset``, then raise :class:`LangsegError` for contradicting options of
+    :func:`add_model_arguments`."""
     from ..errors import LangsegError
-    from ..inputs import expand_inputs, read_inputs_file
-    from ..outputs import output_stems
 
     if args.overwrite and args.skip_existing:
         raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
@@ -303,6 +318,19 @@ def all_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str
             raise LangsegError(f"{option} needs --multi-scale or a --preset{hint}")
     if args.multi_scale and args.sliding_window:
         raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
+
+
+def all_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
+    """Check option combinations, then the whole input list -> (images, output stems, notes).
+
+    Stems are derived from the whole list, so every slice names files exactly as a single run would.
+    Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
+    """
+    from ..errors import LangsegError
+    from ..inputs import expand_inputs, read_inputs_file
+    from ..outputs import output_stems
+
+    check_common_options(args)
     if args.out.exists() and not args.out.is_dir():
         raise LangsegError(f"--out {args.out} is a file; give a folder")
     inputs = list(args.inputs)

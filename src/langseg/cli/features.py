@@ -23,6 +23,7 @@ from .common import (
     open_session,
     positive_int,
     progress,
+    resolution_arg,
     run_guarded,
     this_slice,
 )
@@ -53,20 +54,6 @@ reading the output (numpy):
 exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights,
 70 internal error (a bug; please report it).
 """
-
-
-def resolution_arg(text: str) -> str | tuple[int, int]:
-    if text in ("half", "full"):
-        return text
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected half, full or WIDTHxHEIGHT like 640x480, got {text!r}"
-        ) from None
-    if w < 1 or h < 1:
-        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    return (w, h)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
