@@ -26,6 +26,7 @@ COMMANDS = [
     ["weights", "path", "lseg-toy"],
     ["segment", "--no-such-option"],
     ["segment", "x.png", "--max-side", "5"],
+    ["segment", "x.png", "--labels", "sky\nblue,other"],
     ["data", "toy", "--out", "{tmp}/toy", "--n-train", "2", "--n-val", "1", "--size", "32"],
 ]
 
@@ -66,6 +67,7 @@ def test_commands_without_a_model_do_not_import_torch(tmp_path):
     codes = {" ".join(r["argv"][:3]): r["code"] for r in results}
     assert codes["--help"] == 0 and codes["weights list"] == 0 and codes["segment --no-such-option"] == 2
     assert codes["weights path lseg-demo-vitl16"] == 1  # not downloaded, and not fetched either
+    assert codes["segment x.png --labels"] == 2  # a bad label is refused before torch or other ranks
     assert (tmp_path / "toy" / "labels.txt").is_file()  # data toy did its work without torch
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.ckpt*"))
 

@@ -101,20 +101,10 @@ class _Files:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import close_distributed
-
-    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
-    try:
-        return _run(args, place)
-    finally:
-        close_distributed()
-
-
-def _run(args: argparse.Namespace, place) -> int:
     from ..errors import LangsegError
-    from ..labels import check_prompt_lengths, parse_labels, parse_templates, read_labels_file
-    from ..outputs import existing, output_path
+    from ..labels import parse_labels, parse_templates, read_labels_file
 
+    # cheap checks first: a bad option or label file never waits for torch or the other ranks
     if not 0.0 <= args.alpha <= 1.0:
         raise LangsegError(f"--alpha must be between 0 and 1, got {args.alpha}")
     classes = (
@@ -123,6 +113,20 @@ def _run(args: argparse.Namespace, place) -> int:
         else (parse_labels(args.labels) if args.labels is not None else None)
     )
     templates = parse_templates(args.template)
+    from ..distributed import close_distributed  # imports torch
+
+    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
+    try:
+        return _run(args, place, classes, templates)
+    finally:
+        close_distributed()
+
+
+def _run(args: argparse.Namespace, place, classes, templates) -> int:
+    from ..errors import LangsegError
+    from ..labels import check_prompt_lengths
+    from ..outputs import existing, output_path
+
     if classes is not None:
         check_prompt_lengths(classes, templates)
     items, stems, notes = plan_inputs(args, place)
