@@ -14,9 +14,7 @@ difference from the fp32 ``reference`` output on the same input.
 The target section (``--no-target`` skips it) counts FLOPs with ``torch.utils.flop_counter`` for the
 official-like forward and for ours, times ours (batch 1, first size, cached labels) interleaved with
 a plain 4096x4096 fp32 matmul, and prints ``(official FLOPs / our time) / matmul FLOP rate``: the
-fraction of the machine's matmul rate at which we deliver the official forward's work. It is also
-given against the oneDNN GEMM rate when oneDNN is available (on some CPUs ``torch.matmul``'s BLAS is
-the slower of the two).
+fraction of the machine's matmul rate at which we deliver the official forward's work.
 
 ``--ablation`` measures each fast path alone instead (first ``--size``/``--batch``/``--dtype``):
 ``leave-one-out`` (default) times the default paths with one path off, ``alone`` times the reference
@@ -59,7 +57,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import langseg
 from langseg.accel import CompiledLSeg, autocast, channels_last
 from langseg.models import FastPaths, LSeg, create_model
-from langseg.models.onednn import onednn_available, usable_for
 
 LABELS = ["dog", "grass", "sky", "other", "building", "person", "road", "tree"]
 
@@ -74,7 +71,6 @@ def machine_info(device: torch.device) -> dict:
         "cpu": _cpu_model(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "onednn": onednn_available(),
         "load_average_start": os.getloadavg(),
     }
     if device.type == "cuda":
@@ -282,20 +278,14 @@ def flop_count(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
     return counter.get_total_flops(), per_op
 
 
-def matmul_rate(n: int, device: torch.device, use_onednn: bool = False) -> Callable[[], float]:
+def matmul_rate(n: int, device: torch.device) -> Callable[[], float]:
     """A function timing one fp32 ``n x n @ n x n`` product and returning FLOP/s."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device)
     b = torch.randn(n, n, generator=g).to(device)
-    if use_onednn:
-        packed = torch.ops.mkldnn._reorder_linear_weight(b, None)
 
-        def op():
-            return torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "none")
-    else:
-
-        def op():
-            return a @ b
+    def op():
+        return a @ b
 
     op()
 
@@ -315,25 +305,18 @@ def run_target(model: LSeg, fast: LSeg, args: argparse.Namespace, device: torch.
         official_flops, official_ops = flop_count(lambda: official_forward(model, x, labels))
         official_out = official_forward(model, x, labels)
         # our algorithm's FLOPs, with attention and linears on counted (aten) kernels
-        model.set_fast_paths(FastPaths(), onednn=False, fused_attn=False)
+        model.set_fast_paths(FastPaths(), fused_attn=False)
         our_flops, our_ops = flop_count(lambda: model(x, text))
         model.set_fast_paths(FastPaths())
         our_out = fast(x, text)
         mm = matmul_rate(args.matmul_size, device)
-        mm_onednn = (
-            matmul_rate(args.matmul_size, device, True)
-            if device.type == "cpu" and onednn_available()
-            else None
-        )
-        ours, official, rates, rates_onednn, official_rates = [], [], [], [], []
+        ours, official, rates, official_rates = [], [], [], []
         for _ in range(args.warmup):
             fast(x, text)
         # interleaved: each forward is bracketed by two matmuls, so a change in machine load (other
         # processes) hits the forward and the rate it is compared with alike
         for _ in range(args.target_iters):
             before = mm()
-            if mm_onednn is not None:
-                rates_onednn.append(mm_onednn())
             ours += timed(lambda: fast(x, text), 1, 0, device)
             after = mm()
             rates.append((before + after) / 2)
@@ -355,17 +338,12 @@ def run_target(model: LSeg, fast: LSeg, args: argparse.Namespace, device: torch.
         "official_seconds": official,
         "matmul_size": args.matmul_size,
         "matmul_gflops": [r / 1e9 for r in rates],
-        "onednn_gemm_gflops": [r / 1e9 for r in rates_onednn],
         "ratios": paired,
         "ratio": statistics.median(paired),
     }
     if official:
         result["official_ratio"] = statistics.median(
             official_flops / t / r for t, r in zip(official, official_rates)
-        )
-    if rates_onednn:
-        result["ratio_vs_onednn_gemm"] = statistics.median(
-            official_flops / t / r for t, r in zip(ours, rates_onednn)
         )
     return result
 
@@ -376,10 +354,6 @@ def _print_target(t: dict) -> None:
     print(
         f"  matmul     {statistics.median(t['matmul_gflops']):.1f} GFLOP/s (torch.matmul {t['matmul_size']}^2)"
     )
-    if t["onednn_gemm_gflops"]:
-        print(
-            f"             {statistics.median(t['onednn_gemm_gflops']):.1f} GFLOP/s (oneDNN GEMM, same size)"
-        )
     print(f"  time       ours {statistics.median(t['our_seconds']):.3f} s", end="")
     if t["official_seconds"]:
         print(f"   official-like {statistics.median(t['official_seconds']):.3f} s", end="")
@@ -388,8 +362,6 @@ def _print_target(t: dict) -> None:
     print(
         f"  ratio      (official FLOPs / our time) / matmul rate = {t['ratio']:.3f}  (median; runs {spread})"
     )
-    if "ratio_vs_onednn_gemm" in t:
-        print(f"             against the oneDNN GEMM rate             = {t['ratio_vs_onednn_gemm']:.3f}")
     if "official_ratio" in t:
         print(f"  official-like forward at {t['official_ratio']:.3f} of the matmul rate")
 
@@ -405,22 +377,21 @@ def ablation_configs(mode: str, paths: list[str] | None = None) -> dict[str, Fas
 
 
 def _switch(model: LSeg, paths: FastPaths) -> None:
-    """``set_fast_paths`` that keeps the derived caches (packed weights, resized position embeddings).
+    """``set_fast_paths`` that keeps the derived cache (resized position embeddings).
 
     Switching drops them to free memory; they are keyed on the weights, so keeping them is safe, and
     rebuilding them after every switch would be timed as part of the next configuration.
     """
     enc = model.image_encoder
-    kept = (dict(enc.packed._packed), dict(enc._pos_cache)) if hasattr(enc, "packed") else None
+    kept = dict(enc._pos_cache) if hasattr(enc, "_pos_cache") else None
     model.set_fast_paths(paths)
     if kept is not None:
-        enc.packed._packed.update(kept[0])
-        enc._pos_cache.update(kept[1])
+        enc._pos_cache.update(kept)
 
 
 def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: FastPaths) -> float:
-    """GFLOPs of one forward, counted on fake tensors (oneDNN and SDPA kernels counted as aten ones)."""
-    counted = dataclasses.replace(paths, onednn=False, fused_attn=False, cache_pos_embed=False)
+    """GFLOPs of one forward, counted on fake tensors (attention counted as explicit matmuls)."""
+    counted = dataclasses.replace(paths, fused_attn=False, cache_pos_embed=False)
     model.set_fast_paths(counted)
     counter = FlopCounterMode(display=False)
     with FakeTensorMode(allow_non_fake_inputs=True), counter:
@@ -429,7 +400,7 @@ def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: Fast
 
 
 # the parts of a forward each path changes (``--ablation-scope parts``)
-PARTS = {"fused_attn": ("block",), "cache_pos_embed": ("pos_embed",), "onednn": ("block", "head")}
+PARTS = {"fused_attn": ("block",), "cache_pos_embed": ("pos_embed",)}
 
 
 class _FixedTokens:
@@ -463,8 +434,7 @@ def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str
     grid = (x.shape[-2] // enc.cfg.patch_size, x.shape[-1] // enc.cfg.patch_size)
 
     def block() -> torch.Tensor:
-        packed = enc.packed if enc.onednn and usable_for(tokens[0]) else None
-        return enc._run_block(enc.vit.blocks[0], tokens[0], packed)
+        return enc._run_block(enc.vit.blocks[0], tokens[0])
 
     def head() -> torch.Tensor:
         with _FixedTokens(enc, tokens):
@@ -607,7 +577,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile-options",
         type=json.loads,
         default=None,
-        help="inductor options as JSON, e.g. '{\"freezing\": true}' (CPU: prepacked oneDNN weights)",
+        help="inductor options as JSON, e.g. '{\"freezing\": true}'",
     )
     p.add_argument("--labels", type=int, default=4, help=f"number of labels (at most {len(LABELS)})")
     p.add_argument("--iters", type=int, default=5, help="timed calls per row (the median is reported)")

@@ -34,7 +34,6 @@ class FastPaths:
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
     cache_pos_embed: bool = True  # resized position embedding reused per token grid (no gradient)
     split_readout: bool = True  # class-token half of the readout projection run once, no concat
-    onednn: bool = True  # CPU, fp32, no gradient: oneDNN linears with packed weights, fused GELU
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
     conv_first: bool = True  # decoder 1x1 convs run before the x2 upsampling (4x fewer FLOPs)
     compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
@@ -91,7 +90,7 @@ class LSeg(nn.Module):
         """Select inference fast paths: a :class:`FastPaths`, and/or single flags to change.
 
         ``model.set_fast_paths(FastPaths.reference())`` runs the official op order;
-        ``model.set_fast_paths(onednn=False)`` turns one path off. Returns the paths now in force.
+        ``model.set_fast_paths(fused_attn=False)`` turns one path off. Returns the paths now in force.
         """
         base = paths if paths is not None else self.fast_paths
         try:
@@ -105,7 +104,6 @@ class LSeg(nn.Module):
                 fused_attn=paths.fused_attn,
                 cache_pos_embed=paths.cache_pos_embed,
                 split_readout=paths.split_readout,
-                onednn=paths.onednn,
             )
         self.neck.set_fast_paths(fold_bn=paths.fold_bn, conv_first=paths.conv_first)
         return paths

@@ -17,7 +17,6 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from .config import ResNetConfig, ViTConfig
-from .onednn import PackedLinears, usable_for
 
 _POS_CACHE_SIZE = 8  # token grids whose resized position embedding each trunk keeps
 
@@ -63,7 +62,7 @@ class Readout(nn.Module):
         # once per patch and the (B, N, 2D) concatenation is never built
         self.split = True
 
-    def forward(self, tokens: torch.Tensor, packed: PackedLinears | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cls, patches = tokens[:, :1], tokens[:, 1:]
         if self.mode == "ignore":
             return patches
@@ -73,10 +72,7 @@ class Readout(nn.Module):
             return self.project(torch.cat([patches, cls.expand_as(patches)], dim=-1))
         layer, D = self.project[0], patches.shape[-1]
         cls_part = F.linear(cls, layer.weight[:, D:], layer.bias)  # (B, 1, D), bias included
-        if packed is not None:
-            patch_part = packed.linear(layer, patches, cols=slice(0, D), bias=False)
-        else:
-            patch_part = F.linear(patches, layer.weight[:, :D])  # (B, N, D)
+        patch_part = F.linear(patches, layer.weight[:, :D])  # (B, N, D)
         return self.project[1](patch_part + cls_part)
 
 
@@ -101,11 +97,9 @@ class Reassemble(nn.Module):
         self.proj = nn.Conv2d(dim, out_channels, kernel_size=1)
         self.resample = _resample(out_channels, factor)
 
-    def forward(
-        self, tokens: torch.Tensor, grid: tuple[int, int], packed: PackedLinears | None = None
-    ) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """``(B, 1+h*w, D) -> (B, C, h*f, w*f)``."""
-        x = self.readout(tokens, packed).transpose(1, 2)  # (B, D, h*w)
+        x = self.readout(tokens).transpose(1, 2)  # (B, D, h*w)
         x = x.unflatten(2, grid)  # (B, D, h, w), tokens are row-major
         return self.resample(self.proj(x))
 
@@ -134,12 +128,9 @@ class ViTEncoder(nn.Module):
             Reassemble(cfg.embed_dim, c, p / stride, cfg.readout)
             for c, stride in zip(out_channels, (4, 8, 16, 32))
         )
-        self._plain_blocks = all(_is_plain_block(b) for b in self.vit.blocks)
         self.cache_pos_embed = True  # reuse resized position embeddings per grid (no gradient only)
-        self.onednn = True  # CPU fp32 inference: oneDNN linears with packed weights
         self.grad_checkpointing = False  # recompute blocks in backward (training, large crops)
         self._pos_cache: _EphemeralCache = _EphemeralCache()
-        self.packed = PackedLinears()
 
     # ------------------------------------------------------------ fast paths
     def set_fused_attn(self, enabled: bool) -> None:
@@ -153,7 +144,6 @@ class ViTEncoder(nn.Module):
         fused_attn: bool | None = None,
         cache_pos_embed: bool | None = None,
         split_readout: bool | None = None,
-        onednn: bool | None = None,
     ) -> None:
         """Switch inference fast paths (``None`` leaves one as it is); see :class:`langseg.models.FastPaths`."""
         if fused_attn is not None:
@@ -164,18 +154,14 @@ class ViTEncoder(nn.Module):
         if split_readout is not None:
             for stage in self.reassemble:
                 stage.readout.split = split_readout
-        if onednn is not None:
-            self.onednn = onednn
-            self.packed.clear()
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations (training)."""
         self.grad_checkpointing = enabled
 
     def clear_caches(self) -> None:
-        """Drop cached position embeddings and packed weights (they also refresh on weight changes)."""
+        """Drop cached position embeddings (they also refresh on weight changes)."""
         self._pos_cache.clear()
-        self.packed.clear()
 
     def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
         """``(1, 1 + gh*gw, D)`` position embedding for a token grid; cached when no gradient flows to it."""
@@ -199,9 +185,7 @@ class ViTEncoder(nn.Module):
         return value
 
     # --------------------------------------------------------------- forward
-    def _run_block(self, blk: Block, x: torch.Tensor, packed: PackedLinears | None) -> torch.Tensor:
-        if packed is not None and self._plain_blocks:
-            return _block_forward(blk, x, packed)
+    def _run_block(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(blk, x, use_reentrant=False)
         return blk(x)
@@ -215,11 +199,10 @@ class ViTEncoder(nn.Module):
         cls = self.vit.cls_token.expand(B, -1, -1)
         x = torch.cat([cls, x], dim=1) + self.pos_embed(grid, x.dtype)
         x = self.vit.pos_drop(x)
-        packed = self.packed if self.onednn and usable_for(x) else None
         hooks = self.cfg.hooks
         outs = []
         for i, blk in enumerate(self.vit.blocks[: max(hooks) + 1]):
-            x = self._run_block(blk, x, packed)
+            x = self._run_block(blk, x)
             if i in hooks:
                 outs.append(x)
         return outs
@@ -229,46 +212,7 @@ class ViTEncoder(nn.Module):
         p = self.cfg.patch_size
         grid = (H // p, W // p)
         tokens = self.forward_intermediates(x)
-        packed = self.packed if self.onednn and usable_for(tokens[0]) else None
-        return [stage(t, grid, packed) for stage, t in zip(self.reassemble, tokens)]
-
-
-def _is_plain_block(blk: nn.Module) -> bool:
-    """A timm pre-norm block with nothing but LayerNorm, attention, exact GELU MLP and residuals.
-
-    Attributes that older timm versions lack count as absent (identity); anything unexpected makes
-    the block run through timm's own ``forward`` instead of :func:`_block_forward`.
-    """
-    if type(blk) is not Block:
-        return False
-    attn, mlp = blk.attn, blk.mlp
-    optional = [(blk, n) for n in ("ls1", "ls2", "drop_path1", "drop_path2")]
-    optional += [(attn, n) for n in ("q_norm", "k_norm", "norm")] + [(mlp, "norm")]
-    act = getattr(mlp, "act", None)
-    return (
-        all(isinstance(getattr(obj, name, nn.Identity()), nn.Identity) for obj, name in optional)
-        and getattr(attn, "gate", None) is None
-        and isinstance(act, nn.GELU)
-        and act.approximate == "none"
-        and getattr(attn, "attn_dim", attn.qkv.in_features) == attn.qkv.in_features
-        and attn.num_heads * attn.head_dim == attn.qkv.in_features
-    )
-
-
-def _block_forward(blk: Block, x: torch.Tensor, packed: PackedLinears) -> torch.Tensor:
-    """timm's ``Block.forward`` (eval, no gradient) with oneDNN linears: ``(B, N, D) -> (B, N, D)``."""
-    B, N, D = x.shape
-    attn = blk.attn
-    qkv = packed.linear(attn.qkv, blk.norm1(x))  # (B, N, 3D)
-    qkv = qkv.reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, hd)
-    q, k, v = qkv.unbind(0)
-    if attn.fused_attn:
-        y = F.scaled_dot_product_attention(q, k, v)
-    else:  # the explicit reference attention, as timm computes it
-        y = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
-    y = y.transpose(1, 2).reshape(B, N, D)  # heads back to channels
-    x = packed.linear(attn.proj, y, residual=x)  # x + proj(y), the add fused into the GEMM
-    return packed.linear(blk.mlp.fc2, packed.linear(blk.mlp.fc1, blk.norm2(x), post="gelu"), residual=x)
+        return [stage(t, grid) for stage, t in zip(self.reassemble, tokens)]
 
 
 class ResNetEncoder(nn.Module):
