@@ -33,7 +33,6 @@ class FastPaths:
 
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
     cache_pos_embed: bool = True  # resized position embedding reused per token grid (no gradient)
-    split_readout: bool = True  # class-token half of the readout projection run once, no concat
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
     conv_first: bool = True  # decoder 1x1 convs run before the x2 upsampling (4x fewer FLOPs)
     compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
@@ -103,7 +102,6 @@ class LSeg(nn.Module):
             self.image_encoder.set_fast_paths(
                 fused_attn=paths.fused_attn,
                 cache_pos_embed=paths.cache_pos_embed,
-                split_readout=paths.split_readout,
             )
         self.neck.set_fast_paths(fold_bn=paths.fold_bn, conv_first=paths.conv_first)
         return paths

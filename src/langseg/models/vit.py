@@ -58,9 +58,6 @@ class Readout(nn.Module):
         self.mode = mode
         # index 0 of the official Sequential(Linear, GELU) keeps the key `readout.0.*`
         self.project = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU()) if mode == "project" else None
-        # fast path: W [p; c] = W_p p + W_c c, so the class-token half runs once per image instead of
-        # once per patch and the (B, N, 2D) concatenation is never built
-        self.split = True
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cls, patches = tokens[:, :1], tokens[:, 1:]
@@ -68,12 +65,7 @@ class Readout(nn.Module):
             return patches
         if self.mode == "add":
             return patches + cls
-        if not self.split:  # the official op order
-            return self.project(torch.cat([patches, cls.expand_as(patches)], dim=-1))
-        layer, D = self.project[0], patches.shape[-1]
-        cls_part = F.linear(cls, layer.weight[:, D:], layer.bias)  # (B, 1, D), bias included
-        patch_part = F.linear(patches, layer.weight[:, :D])  # (B, N, D)
-        return self.project[1](patch_part + cls_part)
+        return self.project(torch.cat([patches, cls.expand_as(patches)], dim=-1))  # (B, N, 2D) -> (B, N, D)
 
 
 def _resample(channels: int, factor: float) -> nn.Module:
@@ -143,7 +135,6 @@ class ViTEncoder(nn.Module):
         *,
         fused_attn: bool | None = None,
         cache_pos_embed: bool | None = None,
-        split_readout: bool | None = None,
     ) -> None:
         """Switch inference fast paths (``None`` leaves one as it is); see :class:`langseg.models.FastPaths`."""
         if fused_attn is not None:
@@ -151,9 +142,6 @@ class ViTEncoder(nn.Module):
         if cache_pos_embed is not None:
             self.cache_pos_embed = cache_pos_embed
             self._pos_cache.clear()
-        if split_readout is not None:
-            for stage in self.reassemble:
-                stage.readout.split = split_readout
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations (training)."""
