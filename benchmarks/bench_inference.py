@@ -23,8 +23,8 @@ between rounds, so load changes hit both sides alike); the ratio ``time(path off
 of each pair is recorded and the median over ``--iters`` rounds is printed. ``--flops`` also counts
 each configuration's FLOPs on fake tensors (shapes only, no arithmetic). ``--ablation-scope parts``
 times only the part of the forward that a path changes (one ViT block, times the number a forward
-runs; everything after the blocks; the position embedding) and adds the unchanged rest, timed in
-the same round: far cheaper on a slow or busy CPU.
+runs; or everything after the blocks) and adds the unchanged rest, timed in the same round: far
+cheaper on a slow or busy CPU.
 
     python benchmarks/bench_inference.py                                  # CI size: lseg_tiny
     python benchmarks/bench_inference.py --variant lseg_vitl16_384 --size 480 --iters 3
@@ -376,22 +376,9 @@ def ablation_configs(mode: str, paths: list[str] | None = None) -> dict[str, Fas
     return configs
 
 
-def _switch(model: LSeg, paths: FastPaths) -> None:
-    """``set_fast_paths`` that keeps the derived cache (resized position embeddings).
-
-    Switching drops them to free memory; they are keyed on the weights, so keeping them is safe, and
-    rebuilding them after every switch would be timed as part of the next configuration.
-    """
-    enc = model.image_encoder
-    kept = dict(enc._pos_cache) if hasattr(enc, "_pos_cache") else None
-    model.set_fast_paths(paths)
-    if kept is not None:
-        enc._pos_cache.update(kept)
-
-
 def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: FastPaths) -> float:
     """GFLOPs of one forward, counted on fake tensors (attention counted as explicit matmuls)."""
-    counted = dataclasses.replace(paths, fused_attn=False, cache_pos_embed=False)
+    counted = dataclasses.replace(paths, fused_attn=False)
     model.set_fast_paths(counted)
     counter = FlopCounterMode(display=False)
     with FakeTensorMode(allow_non_fake_inputs=True), counter:
@@ -400,7 +387,7 @@ def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: Fast
 
 
 # the parts of a forward each path changes (``--ablation-scope parts``)
-PARTS = {"fused_attn": ("block",), "cache_pos_embed": ("pos_embed",)}
+PARTS = {"fused_attn": ("block",)}
 
 
 class _FixedTokens:
@@ -421,8 +408,8 @@ class _FixedTokens:
 def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str, tuple[Callable, int]]:
     """``{part: (call, calls per forward)}``: ``block`` one ViT block on the token sequence (a forward
     runs one per block up to the last hooked one), ``head`` everything after the blocks (readouts,
-    decoder, head, logits) with the blocks' outputs precomputed, ``pos_embed`` the resized position
-    embedding. Their weighted sum is the whole forward but for the patch embedding (~0.2 % of its FLOPs).
+    decoder, head, logits) with the blocks' outputs given. Their weighted sum is the whole forward
+    but for the patch and position embeddings (~0.2 % of its FLOPs).
     """
     enc = model.image_encoder
     # the hooked blocks' outputs: random tokens of their shape (the parts' times do not depend on the
@@ -431,7 +418,6 @@ def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str
     N = (x.shape[-2] // enc.cfg.patch_size) * (x.shape[-1] // enc.cfg.patch_size)
     shape = (x.shape[0], 1 + N, enc.cfg.embed_dim)
     tokens = [torch.randn(shape, generator=g).to(x.device) for _ in enc.cfg.hooks]
-    grid = (x.shape[-2] // enc.cfg.patch_size, x.shape[-1] // enc.cfg.patch_size)
 
     def block() -> torch.Tensor:
         return enc._run_block(enc.vit.blocks[0], tokens[0])
@@ -443,7 +429,6 @@ def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str
     return {
         "block": (block, max(enc.cfg.hooks) + 1),
         "head": (head, 1),
-        "pos_embed": (lambda: enc.pos_embed(grid, x.dtype), 1),
     }
 
 
@@ -466,7 +451,7 @@ def run_ablation(model: LSeg, args: argparse.Namespace, device: torch.device) ->
 
     def measure(name: str, parts: tuple[str, ...]) -> float:
         """Seconds of a forward (``parts=()``) or of its weighted ``parts``, under ``configs[name]``."""
-        _switch(model, configs[name])
+        model.set_fast_paths(configs[name])
         calls = [(lambda: model(x, text), 1)] if not parts else [part_calls[p] for p in parts]
         total = 0.0
         for i, (fn, count) in enumerate(calls):
@@ -480,7 +465,7 @@ def run_ablation(model: LSeg, args: argparse.Namespace, device: torch.device) ->
 
     with torch.inference_mode(), autocast(device, dtype):
         flops = {n: ablation_flops(model, x, text, p) for n, p in configs.items()} if args.flops else {}
-        _switch(model, FastPaths())  # warm-up with every path on: fills every cache the others use
+        model.set_fast_paths(FastPaths())  # warm-up (one call of each part timed, or one forward)
         part_calls = ablation_parts(model, x, text) if by_parts else {}
         timed_parts = {p for name in names[1:] for p in PARTS.get(name, ("head",))} if by_parts else ()
         for fn, _ in [part_calls[p] for p in timed_parts] or [(lambda: model(x, text), 1)]:

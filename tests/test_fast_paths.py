@@ -96,24 +96,6 @@ def test_sdpa_matches_explicit_attention(model, images):
     assert not torch.equal(fused, explicit)  # a different kernel really ran
 
 
-def test_pos_embed_cache_is_reused_and_invalidated(images):
-    model = _model()
-    enc = model.image_encoder
-    with torch.no_grad():
-        a = enc.pos_embed((6, 8), torch.float32)
-        assert enc.pos_embed((6, 8), torch.float32) is a  # cached
-        before = model(images, LABELS)
-        enc.vit.pos_embed.mul_(1.5)  # an in-place weight change bumps the version counter
-        after = model(images, LABELS)
-        model.set_fast_paths(cache_pos_embed=False)
-        uncached = model(images, LABELS)
-    assert not torch.allclose(before, after)
-    assert torch.equal(after, uncached)
-    with torch.enable_grad():  # a trainable pos_embed is never served from the cache
-        fresh = enc.pos_embed((6, 8), torch.float32)
-        assert fresh.requires_grad
-
-
 def test_training_fast_paths_give_reference_gradients(images):
     grads = {}
     for name, paths in (("ref", FastPaths.reference()), ("fast", FastPaths())):
@@ -168,16 +150,15 @@ def test_deepcopy_and_pickle_drop_derived_caches(model, images):
     clone = copy.deepcopy(model)
     restored = pickle.loads(pickle.dumps(model))
     for m in (clone, restored):
-        assert len(m.image_encoder._pos_cache) == 0
+        assert len(m._text_cache) == 0
         with torch.no_grad():
             assert torch.allclose(m(images, LABELS), model(images, LABELS), atol=FP32_TOL)
 
 
 def test_model_built_in_inference_mode_runs_fast_paths(images, reference):
-    with torch.inference_mode():  # weights are inference tensors: no version counters to key caches on
+    with torch.inference_mode():  # weights are inference tensors (no version counters)
         model = _model()
         assert (model(images, LABELS) - reference[0]).abs().max() <= FP32_TOL
-        assert len(model.image_encoder._pos_cache) == 0
 
 
 def test_unknown_fast_path_is_a_clear_error(model):

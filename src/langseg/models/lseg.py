@@ -32,7 +32,6 @@ class FastPaths:
     """
 
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
-    cache_pos_embed: bool = True  # resized position embedding reused per token grid (no gradient)
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
     conv_first: bool = True  # decoder 1x1 convs run before the x2 upsampling (4x fewer FLOPs)
     compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
@@ -98,11 +97,8 @@ class LSeg(nn.Module):
             names = [f.name for f in dataclasses.fields(FastPaths)]
             raise ValueError(f"unknown fast path in {sorted(flags)}; expected some of {names}") from None
         self.fast_paths = paths
-        if hasattr(self.image_encoder, "set_fast_paths"):  # the ViT trunk; ResNet has none
-            self.image_encoder.set_fast_paths(
-                fused_attn=paths.fused_attn,
-                cache_pos_embed=paths.cache_pos_embed,
-            )
+        if hasattr(self.image_encoder, "set_fused_attn"):  # the ViT trunk; ResNet has none
+            self.image_encoder.set_fused_attn(paths.fused_attn)
         self.neck.set_fast_paths(fold_bn=paths.fold_bn, conv_first=paths.conv_first)
         return paths
 
@@ -134,8 +130,6 @@ class LSeg(nn.Module):
     def _clear_derived(self) -> None:
         self.clear_text_cache()
         self._fp16_text.clear()
-        if hasattr(self.image_encoder, "clear_caches"):
-            self.image_encoder.clear_caches()
 
     # ------------------------------------------------------------------ text
     @property

@@ -6,9 +6,6 @@ from running the blocks explicitly (no hooks).
 
 from __future__ import annotations
 
-import contextlib
-from collections import OrderedDict
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,8 +14,6 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from .config import ResNetConfig, ViTConfig
-
-_POS_CACHE_SIZE = 8  # token grids whose resized position embedding each trunk keeps
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
@@ -38,16 +33,6 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix:
         posemb = F.interpolate(posemb, size=(gh, gw), mode="bilinear", align_corners=False)
         posemb = posemb.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)  # (1, gh*gw, D), row-major
     return torch.cat([prefix, posemb], dim=1)
-
-
-class _EphemeralCache(OrderedDict):
-    """A cache dict that copies and pickles as empty (its tensors are derived from the weights)."""
-
-    def __deepcopy__(self, memo: dict) -> _EphemeralCache:
-        return type(self)()
-
-    def __reduce__(self):
-        return (type(self), ())
 
 
 class Readout(nn.Module):
@@ -120,57 +105,16 @@ class ViTEncoder(nn.Module):
             Reassemble(cfg.embed_dim, c, p / stride, cfg.readout)
             for c, stride in zip(out_channels, (4, 8, 16, 32))
         )
-        self.cache_pos_embed = True  # reuse resized position embeddings per grid (no gradient only)
         self.grad_checkpointing = False  # recompute blocks in backward (training, large crops)
-        self._pos_cache: _EphemeralCache = _EphemeralCache()
 
-    # ------------------------------------------------------------ fast paths
     def set_fused_attn(self, enabled: bool) -> None:
         """Use ``scaled_dot_product_attention`` (fast) or explicit softmax attention (reference)."""
         for blk in self.vit.blocks:
             blk.attn.fused_attn = enabled
 
-    def set_fast_paths(
-        self,
-        *,
-        fused_attn: bool | None = None,
-        cache_pos_embed: bool | None = None,
-    ) -> None:
-        """Switch inference fast paths (``None`` leaves one as it is); see :class:`langseg.models.FastPaths`."""
-        if fused_attn is not None:
-            self.set_fused_attn(fused_attn)
-        if cache_pos_embed is not None:
-            self.cache_pos_embed = cache_pos_embed
-            self._pos_cache.clear()
-
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations (training)."""
         self.grad_checkpointing = enabled
-
-    def clear_caches(self) -> None:
-        """Drop cached position embeddings (they also refresh on weight changes)."""
-        self._pos_cache.clear()
-
-    def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        """``(1, 1 + gh*gw, D)`` position embedding for a token grid; cached when no gradient flows to it."""
-        pe = self.vit.pos_embed
-        if not self.cache_pos_embed or pe.is_inference() or (torch.is_grad_enabled() and pe.requires_grad):
-            # (weights created in inference mode have no version counter to invalidate an entry)
-            return resize_pos_embed(pe, grid).to(dtype)
-        # the weight's storage and in-place version counter invalidate the entry on any change
-        key = (grid, dtype, pe.device, pe.data_ptr(), pe._version, torch.is_inference_mode_enabled())
-        hit = self._pos_cache.get(key)
-        if hit is not None:
-            with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile
-                self._pos_cache.move_to_end(key)
-            return hit
-        with torch.no_grad():
-            value = resize_pos_embed(pe, grid).to(dtype)
-        self._pos_cache[key] = value
-        while len(self._pos_cache) > _POS_CACHE_SIZE:
-            with contextlib.suppress(KeyError):
-                self._pos_cache.popitem(last=False)
-        return value
 
     # --------------------------------------------------------------- forward
     def _run_block(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
@@ -185,7 +129,7 @@ class ViTEncoder(nn.Module):
         grid = (H // p, W // p)
         x = self.vit.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
         cls = self.vit.cls_token.expand(B, -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed(grid, x.dtype)
+        x = torch.cat([cls, x], dim=1) + resize_pos_embed(self.vit.pos_embed, grid).to(x.dtype)
         x = self.vit.pos_drop(x)
         hooks = self.cfg.hooks
         outs = []
