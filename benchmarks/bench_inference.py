@@ -387,29 +387,29 @@ def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: Fast
 
 
 # the parts of a forward each path changes (``--ablation-scope parts``)
-PARTS = {"fused_attn": ("block",)}
+PARTS = {"fused_attn": ("block",), "fold_bn": ("decoder",), "conv_first": ("decoder",)}
+PARTS |= {"compose_head": ("decoder",), "late_normalize": ("decoder",)}
 
 
-class _FixedTokens:
-    """Within the block: the trunk's blocks return precomputed tokens (the ``head`` part)."""
+class _Fixed:
+    """Within the block, ``module.<method>(...)`` returns ``value`` (an instance attribute shadows it)."""
 
-    def __init__(self, enc: torch.nn.Module, tokens: list[torch.Tensor]) -> None:
-        self.enc, self.tokens = enc, tokens
+    def __init__(self, module: torch.nn.Module, method: str, value: object) -> None:
+        self.module, self.method, self.value = module, method, value
 
     def __enter__(self) -> None:
-        self.enc.forward_intermediates = lambda images: (
-            self.tokens
-        )  # an instance attribute shadows the method
+        setattr(self.module, self.method, lambda images: self.value)
 
     def __exit__(self, *exc) -> None:
-        del self.enc.forward_intermediates
+        delattr(self.module, self.method)
 
 
 def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str, tuple[Callable, int]]:
     """``{part: (call, calls per forward)}``: ``block`` one ViT block on the token sequence (a forward
     runs one per block up to the last hooked one), ``head`` everything after the blocks (readouts,
-    decoder, head, logits) with the blocks' outputs given. Their weighted sum is the whole forward
-    but for the patch and position embeddings (~0.2 % of its FLOPs).
+    decoder, head, logits) with the blocks' outputs given, and ``decoder``, the part of ``head`` after
+    the readouts (decoder, head, logits) with the four maps given. ``block`` and ``head`` weighted
+    add up to the whole forward but for the patch and position embeddings (~0.2 % of its FLOPs).
     """
     enc = model.image_encoder
     # the hooked blocks' outputs: random tokens of their shape (the parts' times do not depend on the
@@ -423,12 +423,20 @@ def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str
         return enc._run_block(enc.vit.blocks[0], tokens[0])
 
     def head() -> torch.Tensor:
-        with _FixedTokens(enc, tokens):
+        with _Fixed(enc, "forward_intermediates", tokens):
+            return model(x, text)
+
+    with _Fixed(enc, "forward_intermediates", tokens):
+        feats = enc(x)  # the four reassembled maps
+
+    def decoder() -> torch.Tensor:
+        with _Fixed(enc, "forward", feats):
             return model(x, text)
 
     return {
         "block": (block, max(enc.cfg.hooks) + 1),
         "head": (head, 1),
+        "decoder": (decoder, 1),  # inside ``head``: a baseline forward adds ``block`` and ``head`` only
     }
 
 
@@ -477,7 +485,7 @@ def run_ablation(model: LSeg, args: argparse.Namespace, device: torch.device) ->
         diffs: dict[str, float] = {}
         for r in range(args.iters):
             if by_parts:
-                forward.append(measure("baseline", tuple(part_calls)))
+                forward.append(measure("baseline", ("block", "head")))
             for name in names[1:]:
                 parts = PARTS.get(name, ("head",)) if by_parts else ()
                 sides = ("baseline", name) if r % 2 == 0 else (name, "baseline")
