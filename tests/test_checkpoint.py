@@ -115,6 +115,34 @@ def test_wrong_variant_file_names_the_shape_mismatch(tiny_model, tmp_path):
         langseg.load_model(folder)
 
 
+def test_save_pretrained_is_whole_or_nothing_and_never_clobbers(tiny_model, tmp_path, monkeypatch):
+    import langseg.models.checkpoint as checkpoint
+    from langseg.files import OutputExistsError
+
+    real_save = checkpoint.save_file
+
+    def dies_after_writing(sd, path, metadata=None):
+        real_save(sd, path, metadata=metadata)
+        raise KeyboardInterrupt  # after the weights, before config.json
+
+    monkeypatch.setattr(checkpoint, "save_file", dies_after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(tiny_model, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    folder = save_pretrained(tiny_model, tmp_path / "m")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    with pytest.raises(OutputExistsError):
+        save_pretrained(tiny_model, folder)
+    save_pretrained(tiny_model, folder, overwrite=True)
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="other files"):
+        save_pretrained(tiny_model, tmp_path / "project", overwrite=True)
+    assert (tmp_path / "project" / "notes.txt").read_text() == "mine"
+    assert isinstance(langseg.load_model(folder), nn.Module)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
 def test_corrupt_files_give_a_clear_error(tiny_model, tmp_path, damage):
     src = write_official(tiny_model, tmp_path / "t.ckpt")

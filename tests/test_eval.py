@@ -226,6 +226,22 @@ def _run(*argv: str) -> int:
     return main(["eval", *argv, "--workers", "0", "--no-progress", "--device", "cpu"])
 
 
+@pytest.mark.parametrize("template", ["a {} }", "{} and {}", "no slot", "{}{0}"])
+def test_cli_bad_template_is_a_one_line_error(template, tmp_path, capsys):
+    code = main(["eval", "--dataset", "toy", "--data-root", str(tmp_path), "--template", template])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("langseg: error: prompt template") and repr(template) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_model_refuses_a_malformed_template(tiny_model):
+    from langseg.labels import LabelError
+
+    with pytest.raises(LabelError, match="exactly once"):
+        tiny_model.encode_text(["cat"], templates=["a {} }"])
+
+
 def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root, tmp_path, capsys):
     out = tmp_path / "res.json"
     assert (
@@ -258,7 +274,8 @@ def test_cli_writes_json_with_provenance(tiny_model, tiny_weights, generic_root,
     assert list(data["per_class_iou"]) == ["red", "blue", "green", "yellow"]
     assert data["complete"] is True and data["images"] == len(SIZES)
     sha = hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
-    assert data["weights_sha256"] == sha and data["weights"] == str(tiny_weights)
+    assert data["weights"]["sha256"] == sha and data["weights"]["weights"] == str(tiny_weights)
+    assert data["weights"]["model"] == "lseg_tiny" and data["weights"]["file"] == "model.safetensors"
     assert data["protocol"]["mode"] == "single-scale" and data["dataset"]["split"] == "val"
     env = data["environment"]
     assert env["torch_version"] == torch.__version__ and env["device"] == "cpu" and env["langseg_version"]

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from langseg import LSegPredictor
-from langseg.accel import CompiledLSeg, ShapeBuckets, autocast, channels_last, prefetch_map, resolve_precision
+from langseg.accel import CompiledLSeg, ShapeBuckets, autocast, channels_last, resolve_precision
+from langseg.inputs import prefetch_map
 from langseg.models import FastPaths, create_model
 
 FP32_TOL = 1e-5

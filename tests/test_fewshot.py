@@ -277,7 +277,8 @@ def test_cli_zeroshot_is_reproducible_and_records_provenance(tiny_weights, tmp_p
     assert ra["episodes"] == 6 and ra["fold"] == 0 and ra["dataset"]["name"] == "pascal"
     assert ra["test_classes"] == ["aeroplane", "bicycle", "bird", "boat", "bottle"]
     assert (
-        ra["weights_sha256"] == hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
+        ra["weights"]["sha256"]
+        == hashlib.sha256((tiny_weights / "model.safetensors").read_bytes()).hexdigest()
     )
     assert ra["environment"]["torch_version"] == torch.__version__
     assert 0 <= ra["mIoU"] <= 100 and 0 <= ra["FB-IoU"] <= 100

@@ -13,9 +13,11 @@ import torch
 from PIL import Image
 
 from langseg.errors import LangsegError
-from langseg.io import ImageError, InputImage, expand_inputs, iter_decoded, load_image, to_rgb_array
+from langseg.files import OutputExistsError, atomic_write, write_folder, write_json
+from langseg.images import ImageError, load_image, to_rgb_array
+from langseg.inputs import InputImage, expand_inputs, iter_decoded
 from langseg.labels import LabelError, check_prompt_lengths, parse_labels, parse_templates, read_labels_file
-from langseg.outputs import OutputExistsError, atomic_write, output_stems, write_json
+from langseg.outputs import output_stems
 
 
 def _png(path: Path, width: int, height: int, bit_depth: int, color_type: int, raw: bytes) -> Path:
@@ -198,6 +200,33 @@ def test_atomic_write_never_leaves_partial_files(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "r.json"]  # no temporary left
     write_json(target, {"a": 3}, overwrite=True)
     assert '"a": 3' in target.read_text()
+
+
+def test_write_folder_appears_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "model"
+
+    def fill(version):
+        def write(folder):
+            (folder / "a.bin").write_bytes(version * 3)
+            if version == b"crash":
+                raise RuntimeError("interrupted between the two files")
+            (folder / "b.json").write_bytes(version)
+
+        return write
+
+    with pytest.raises(RuntimeError):
+        write_folder(dest, fill(b"crash"))
+    assert list(tmp_path.iterdir()) == []  # nothing, not half a folder, no temporary left
+    write_folder(dest, fill(b"v1"))
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {"a.bin": b"v1v1v1", "b.json": b"v1"}
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_folder(dest, fill(b"v2"))
+    with pytest.raises(RuntimeError):
+        write_folder(dest, fill(b"crash"), overwrite=True)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {"a.bin": b"v1v1v1", "b.json": b"v1"}
+    write_folder(dest, fill(b"v2"), overwrite=True)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == {"a.bin": b"v2v2v2", "b.json": b"v2"}
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # the old folder is gone
 
 
 def test_iter_decoded_keeps_order_and_reports_errors(tmp_path):

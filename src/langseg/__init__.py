@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-TOY_WEIGHTS = "lseg-toy"  # the bundled offline default: a tiny model trained on the toy dataset
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"  # bundled weights and examples
 
 # Public names, imported on first use so that `import langseg` (and `langseg --help`) stays fast.
 _LAZY = {
@@ -26,8 +25,8 @@ _LAZY = {
     "cache_dir": "hub",
     "fetch": "hub",
     "MultiScaleConfig": "inference",
-    "ImageError": "io",
-    "load_image": "io",
+    "ImageError": "images",
+    "load_image": "images",
     "parse_labels": "labels",
     "CheckpointError": "models",
     "LabelError": "models",
@@ -41,12 +40,11 @@ _LAZY = {
     "LSegPredictor": "predictor",
     "Prediction": "predictor",
     "resolve_device": "predictor",
+    "TOY_WEIGHTS": "weights",
+    "bundled_weights": "weights",
+    "load_model": "weights",
+    "resolve_weights": "weights",
 }
-
-if TYPE_CHECKING:
-    import torch
-
-    from .models import LSeg
 
 
 def __getattr__(name: str) -> Any:
@@ -55,57 +53,6 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'langseg' has no attribute {name!r}")
-
-
-def bundled_weights() -> dict[str, Path]:
-    """Weights shipped inside the package (name -> folder)."""
-    folder = ASSETS / "weights"
-    if not folder.is_dir():
-        return {}
-    return {p.name: p for p in sorted(folder.iterdir()) if (p / "config.json").is_file()}
-
-
-def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
-    """A path, a bundled name or a registry name -> a local path (downloading if needed)."""
-    from .hub import REGISTRY, fetch
-    from .models import CheckpointError
-
-    p = Path(path_or_name).expanduser()
-    if p.exists():
-        return p
-    name = str(path_or_name)
-    bundled = bundled_weights()
-    if name in bundled:
-        return bundled[name]
-    if name in REGISTRY:
-        return fetch(name, progress=progress)
-    known = sorted(bundled) + sorted(REGISTRY)
-    raise CheckpointError(f"{name}: no such file, and not a known weights name (known: {', '.join(known)})")
-
-
-def load_model(
-    path_or_name: str | Path = TOY_WEIGHTS,
-    *,
-    device: str | torch.device | None = "cpu",
-    dtype: torch.dtype | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> LSeg:
-    """Load an LSeg network in eval mode.
-
-    ``path_or_name``: an official lang-seg ``.ckpt``, a folder (or ``model.safetensors``) of ours, the
-    name of a bundled model (``lseg-toy``) or of an official checkpoint (``lseg-demo-vitl16``, see
-    ``langseg.REGISTRY``), which is downloaded once into :func:`langseg.cache_dir`.
-    ``overrides`` set config fields the weights cannot tell (e.g. ``arch_option``) for official files.
-    """
-    from .models import load_checkpoint
-    from .predictor import resolve_device
-
-    path = resolve_weights(path_or_name, progress=progress)
-    model = load_checkpoint(path, **overrides)
-    model.source = str(path_or_name)
-    dev = resolve_device(device)
-    return model.to(device=dev, dtype=dtype) if dtype is not None else model.to(dev)
 
 
 __all__ = [

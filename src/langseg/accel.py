@@ -1,5 +1,5 @@
 """Opt-in accelerators around an :class:`~langseg.models.LSeg`: mixed precision, ``channels_last``,
-``torch.compile`` with shape buckets, and a bounded prefetching map for data pipelines.
+and ``torch.compile`` with shape buckets.
 
 The model-level fast paths (fused attention, folded BatchNorm, ...) live in the model and are
 selected with ``model.set_fast_paths``; everything here wraps a model from the outside.
@@ -20,11 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn as nn
@@ -36,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------- precision
@@ -210,35 +207,3 @@ class CompiledLSeg(nn.Module):
         if text.ndim == 3 and text.shape[0] != images.shape[0]:
             raise ValueError(f"{text.shape[0]} per-image label sets for {images.shape[0]} images")
         return self.model.logits_from_embeddings(self.forward_embeddings(images), text)
-
-
-def compile_model(model: LSeg, **kwargs: Any) -> CompiledLSeg:
-    """``CompiledLSeg(model, **kwargs)``: see :class:`CompiledLSeg` for the options."""
-    return CompiledLSeg(model, **kwargs)
-
-
-# ------------------------------------------------------------------------ data pipeline
-def prefetch_map(
-    fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2, depth: int = 4
-) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``depth`` results pending.
-
-    Use it to decode and preprocess images while the model runs on earlier ones: memory stays
-    bounded by ``depth`` items however long ``items`` is. An exception raised by ``fn`` surfaces when
-    its item is reached; stopping early cancels the work not yet started.
-    """
-    if workers < 1 or depth < 1:
-        raise ValueError(f"workers and depth must be at least 1, got {workers} and {depth}")
-    pending: deque[Future] = deque()
-    it = iter(items)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langseg-prefetch") as pool:
-        try:
-            for item in it:
-                pending.append(pool.submit(fn, item))
-                if len(pending) >= depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()

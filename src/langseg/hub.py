@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import logging
 import os
-import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .errors import LangsegError
 from .models.checkpoint import CONFIG_NAME, WEIGHTS_NAME, convert_official
-from .outputs import sha256_file
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def _drive(name: str, filename: str, file_id: str, description: str, **kw: Any) 
     )
 
 
-_ZS_VIT = {"name": "lseg_zs_vitl16_384", "zero_shot": True, "activation": "relu", "labels": ("others",)}
+_ZS_VIT = {"name": "lseg_zs_vitl16_384", "activation": "relu", "labels": ("others",)}
 _ZS_RN = {"name": "lseg_zs_rn101", "labels": ("others",)}
 
 REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType(
@@ -255,11 +254,7 @@ def fetch(
         log.info("downloading %s (%s)", name, entry.description)
         download(entry, raw, progress=progress)
     log.info("converting %s to %s", raw, out)
-    tmp = root / f".{name}.converting"
-    shutil.rmtree(tmp, ignore_errors=True)
-    convert_official(raw, tmp, **entry.overrides)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    convert_official(raw, out, overwrite=True, **entry.overrides)  # appears whole or not at all
     if not keep_original:
         raw.unlink()
     return out

@@ -86,9 +86,20 @@ def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=True)
 
 
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """RGB in [0, 1], ``(..., 3, H, W)`` -> the network's input ``(x - mean) / std`` per channel.
+
+    The one normalization of images for the network: the predictor, the zero-shot episodes and
+    the training transforms all use it, with the model config's ``mean`` and ``std``.
+    """
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return (x - m) / s
+
+
 def pad_value(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """The normalized value of a black pixel, ``-mean/std`` per channel."""
-    return -torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
+    return normalize(torch.zeros(3, 1, 1), mean, std).flatten()
 
 
 def single_scale(fn: MapFn, image: torch.Tensor, value: torch.Tensor, multiple: int = 32) -> torch.Tensor:

@@ -62,6 +62,8 @@ def parse_templates(templates: Sequence[str] | None) -> list[str] | None:
         return None
     out = []
     for t in templates:
+        if not isinstance(t, str):
+            raise LabelError(f"prompt template {t!r} is not text; give e.g. 'a photo of a {{}}.'")
         try:
             ok = t.count("{}") == 1 and t.format("x") == t.replace("{}", "x", 1)
         except (IndexError, KeyError, ValueError):

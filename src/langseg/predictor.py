@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,15 +13,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .accel import resolve_precision
-from .inference import MapFn, MultiScaleConfig, multi_scale, pad_to, pad_value, single_scale
-from .io import DEFAULT_MAX_PIXELS, to_rgb_array
+from .accel import Precision, autocast, resolve_precision
+from .images import DEFAULT_MAX_PIXELS, to_rgb_array
+from .inference import MapFn, MultiScaleConfig, multi_scale, normalize, pad_to, pad_value, single_scale
 from .labels import display_names, parse_labels
 from .models.lseg import LSeg
 
 ImageLike = str | Path | Image.Image | np.ndarray
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -82,8 +79,6 @@ class LSegPredictor:
         flip: bool = False,
         background: tuple[int, int, int] = (255, 255, 255),
     ) -> None:
-        if precision != "auto" and precision not in _DTYPES:
-            raise ValueError(f"unknown precision {precision!r}; expected 'auto' or one of {sorted(_DTYPES)}")
         if max_side is not None and max_side < 32:
             raise ValueError(f"max_side must be at least 32, got {max_side}")
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
@@ -98,15 +93,11 @@ class LSegPredictor:
         self.flip = bool(flip)
         self.background = tuple(background)
         cfg = model.config
-        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
         self.pad = pad_value(cfg.mean, cfg.std).to(self.device)
 
     # ---------------------------------------------------------------- helpers
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return autocast(self.device, self.precision)
 
     def processed_size(self, height: int, width: int) -> tuple[int, int]:
         """The ``(h, w)`` the network sees for an upright ``height x width`` image (``max_side`` applied)."""
@@ -125,7 +116,7 @@ class LSegPredictor:
         if not arr.flags.writeable or not arr.flags.c_contiguous:
             arr = np.array(arr)  # torch.from_numpy needs a writable, contiguous array
         x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255)[None]  # (1, 3, h, w)
-        x = (x - self.mean) / self.std
+        x = normalize(x, self.model.config.mean, self.model.config.std)
         return x.to(self.device), (H, W)
 
     def text_features(self, labels: Sequence[str | Sequence[str]] | str) -> tuple[torch.Tensor, list[str]]:

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..errors import LabelError, LangsegError
-from ..io import ImageError
+from ..images import ImageError
 from .backend import Backend, BackendError, BusyError
 from .codec import ImageTooLargeError, b64encode, encode_array, encode_image_png, encode_mask_png
 from .config import AppConfig

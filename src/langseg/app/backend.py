@@ -115,7 +115,7 @@ class LocalBackend:
     @classmethod
     def from_config(cls, config: AppConfig) -> LocalBackend:
         """Load ``config.weights`` once onto ``config.device``."""
-        from .. import load_model
+        from ..weights import load_model
 
         device = None if config.device == "auto" else config.device
         model = load_model(config.weights, device=device)

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..io import ImageError, to_rgb_array
+from ..images import ImageError, to_rgb_array
 
 
 class ImageTooLargeError(ImageError):

@@ -57,7 +57,7 @@ class AppConfig:
 def default_examples() -> list[Path]:
     """Example images: the package's ``assets/examples``, else a source checkout's ``examples/`` folder."""
     from .. import ASSETS
-    from ..io import IMAGE_SUFFIXES
+    from ..images import IMAGE_SUFFIXES
 
     checkout = Path(__file__).resolve().parents[3] / "examples"  # <repo>/src/langseg/app/config.py
     for folder in (ASSETS / "examples", checkout):

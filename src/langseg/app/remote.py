@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import LabelError
-from ..io import ImageError
+from ..images import ImageError
 from .backend import BackendError, BackendInfo, BusyError, FeatureResult, ImageInput, SegmentResult
 from .codec import ImageTooLargeError, b64decode, decode_array, decode_mask_png, encode_image_png
 

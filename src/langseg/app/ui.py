@@ -221,93 +221,73 @@ def build_blocks(backend: Backend, config: AppConfig) -> gr.Blocks:
             f"{info.max_pixels / 1e6:.0f} MP and {config.max_upload_bytes / 2**20:.0f} MiB."
         )
         with gr.Tab("Segment"):
-            with gr.Row():
-                with gr.Column():
-                    image = gr.Image(
-                        label="Image",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        elem_id="seg-image",
-                    )
-                    labels = gr.Textbox(
-                        label="Labels",
-                        value=default_labels,
-                        elem_id="seg-labels",
-                        info="comma-separated; ';' joins synonyms",
-                    )
-                    multi = gr.Checkbox(
-                        label="Multi-scale (official evaluator: 6 scales + flip; slower)", elem_id="seg-multi"
-                    )
-                    run = gr.Button("Segment", variant="primary", elem_id="seg-run")
-                    if config.examples:
-                        gr.Examples([[str(p)] for p in config.examples], [image], elem_id="seg-examples")
-                with gr.Column():
-                    shown = gr.Image(
-                        label="Overlay",
-                        type="pil",
-                        format="png",
-                        interactive=False,
-                        buttons=OUT_BUTTONS,
-                        elem_id="seg-overlay",
-                    )
-                    legend = gr.HTML(label="Legend", elem_id="seg-legend")
-                    status = gr.Markdown(elem_id="seg-status")
-                    with gr.Row():
-                        mask = gr.Image(
-                            label="Mask",
-                            type="pil",
-                            format="png",
-                            interactive=False,
-                            buttons=OUT_BUTTONS,
-                            elem_id="seg-mask",
-                        )
-                        mask_file = gr.File(
-                            label="Mask PNG (pixel value = label index)", elem_id="seg-mask-file"
-                        )
-            outputs = [shown, legend, mask, mask_file, status]
-            run.click(ui.segment, [image, labels, multi], outputs, api_name="segment")
-            labels.submit(ui.segment, [image, labels, multi], outputs, api_name=False)
+            _segment_tab(ui, default_labels, config.examples)
         with gr.Tab("Features"):
-            state = gr.State()
-            with gr.Row():
-                with gr.Column():
-                    f_image = gr.Image(
-                        label="Image",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        elem_id="feat-image",
-                    )
-                    f_labels = gr.Textbox(label="Labels", value=default_labels, elem_id="feat-labels")
-                    f_run = gr.Button("Compute features", variant="primary", elem_id="feat-run")
-                    f_status = gr.Markdown(elem_id="feat-status")
-                    probs = gr.Label(
-                        label="Labels at the clicked pixel", num_top_classes=8, elem_id="feat-probs"
-                    )
-                    table = gr.Markdown(elem_id="feat-table")
-                with gr.Column():
-                    pca = gr.Image(
-                        label="Feature PCA (click a pixel)",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=OUT_BUTTONS,
-                        elem_id="feat-pca",
-                    )
-                    choice = gr.Dropdown(label="Heat-map for label", choices=[], elem_id="feat-label")
-                    heat = gr.Image(
-                        label="Probability of the label (softmax over the labels; blue 0, yellow 1)",
-                        type="numpy",
-                        format="png",
-                        interactive=False,
-                        buttons=OUT_BUTTONS,
-                        elem_id="feat-heat",
-                    )
-            f_run.click(
-                ui.features, [f_image, f_labels], [pca, heat, choice, state, f_status], api_name="features"
-            )
-            pca.select(ui.select, [state], [pca, probs, table], api_name=False, concurrency_limit=None)
-            choice.change(ui.heat, [state, choice], [heat], api_name=False, concurrency_limit=None)
+            _features_tab(ui, default_labels)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size or None)
     return demo
+
+
+def _input_image(elem_id: str) -> gr.Image:
+    return gr.Image(
+        label="Image", type="filepath", image_mode=None, sources=["upload", "clipboard"], elem_id=elem_id
+    )
+
+
+def _output_image(label: str, elem_id: str, type: str = "pil") -> gr.Image:
+    return gr.Image(
+        label=label, type=type, format="png", interactive=False, buttons=OUT_BUTTONS, elem_id=elem_id
+    )
+
+
+def _segment_tab(ui: DemoUI, default_labels: str, examples) -> None:
+    """Image, labels and the multi-scale switch in; overlay, legend, mask and its PNG out."""
+    with gr.Row():
+        with gr.Column():
+            image = _input_image("seg-image")
+            labels = gr.Textbox(
+                label="Labels",
+                value=default_labels,
+                elem_id="seg-labels",
+                info="comma-separated; ';' joins synonyms",
+            )
+            multi = gr.Checkbox(
+                label="Multi-scale (official evaluator: 6 scales + flip; slower)", elem_id="seg-multi"
+            )
+            run = gr.Button("Segment", variant="primary", elem_id="seg-run")
+            if examples:
+                gr.Examples([[str(p)] for p in examples], [image], elem_id="seg-examples")
+        with gr.Column():
+            shown = _output_image("Overlay", "seg-overlay")
+            legend = gr.HTML(label="Legend", elem_id="seg-legend")
+            status = gr.Markdown(elem_id="seg-status")
+            with gr.Row():
+                mask = _output_image("Mask", "seg-mask")
+                mask_file = gr.File(label="Mask PNG (pixel value = label index)", elem_id="seg-mask-file")
+    outputs = [shown, legend, mask, mask_file, status]
+    run.click(ui.segment, [image, labels, multi], outputs, api_name="segment")
+    labels.submit(ui.segment, [image, labels, multi], outputs, api_name=False)
+
+
+def _features_tab(ui: DemoUI, default_labels: str) -> None:
+    """Image and labels in; the PCA picture, per-pixel label probabilities and a label's heat-map out."""
+    state = gr.State()
+    with gr.Row():
+        with gr.Column():
+            image = _input_image("feat-image")
+            labels = gr.Textbox(label="Labels", value=default_labels, elem_id="feat-labels")
+            run = gr.Button("Compute features", variant="primary", elem_id="feat-run")
+            status = gr.Markdown(elem_id="feat-status")
+            probs = gr.Label(label="Labels at the clicked pixel", num_top_classes=8, elem_id="feat-probs")
+            table = gr.Markdown(elem_id="feat-table")
+        with gr.Column():
+            pca = _output_image("Feature PCA (click a pixel)", "feat-pca", type="numpy")
+            choice = gr.Dropdown(label="Heat-map for label", choices=[], elem_id="feat-label")
+            heat = _output_image(
+                "Probability of the label (softmax over the labels; blue 0, yellow 1)",
+                "feat-heat",
+                type="numpy",
+            )
+    run.click(ui.features, [image, labels], [pca, heat, choice, state, status], api_name="features")
+    pca.select(ui.select, [state], [pca, probs, table], api_name=False, concurrency_limit=None)
+    choice.change(ui.heat, [state, choice], [heat], api_name=False, concurrency_limit=None)

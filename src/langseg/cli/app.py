@@ -101,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..app.config import AppConfig, default_examples
     from ..errors import LangsegError
-    from ..io import list_images
+    from ..inputs import list_images
 
     examples = list_images(args.examples) if args.examples else default_examples()
     missing = [str(p) for p in examples if not p.is_file()]

@@ -56,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if args.block_depth is not None:
         overrides["block_depth"] = args.block_depth
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    out = convert_official(args.checkpoint, args.out, drop_unused=args.drop_unused, dtype=dtype, **overrides)
+    out = convert_official(
+        args.checkpoint,
+        args.out,
+        drop_unused=args.drop_unused,
+        dtype=dtype,
+        overwrite=args.overwrite,
+        **overrides,
+    )
     print(f"wrote {out}")
     return 0

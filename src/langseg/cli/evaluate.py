@@ -1,4 +1,7 @@
-"""``langseg eval`` (fixed labels: ADE20K, generic, toy) and ``langseg eval-zeroshot`` (PASCAL-5i, COCO-20i, FSS-1000)."""
+"""``langseg eval``: fixed-label evaluation (ADE20K, generic, toy).
+
+Also the options and helpers that ``langseg eval-zeroshot`` (:mod:`langseg.cli.zeroshot`) shares.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .segment import add_numerics_argument, numerics_precision
+from .common import add_numerics_argument, numerics_precision, positive_int, scales_arg
 
-ORDER = 30  # eval at 30, eval-zeroshot right after it
+ORDER = 30  # eval-zeroshot (cli/zeroshot.py) right after it
 
 EVAL_EPILOG = """examples:
   langseg eval --dataset ade20k --data-root datasets/ --weights lseg-ade20k.ckpt --multi-scale --out ade.json
@@ -21,17 +24,6 @@ of 32, no resize); --multi-scale exactly 'langseg segment --multi-scale' (offici
 0.5-1.75 of a 520 base, 480 crops, stride 320, flip). JSON: pixAcc, mIoU (official: mean over all
 classes, absent ones count 0), mIoU_present, per_class_iou (null = class absent from prediction and
 ground truth), the confusion matrix, and what produced it.
-"""
-
-ZS_EPILOG = """examples:
-  langseg eval-zeroshot --dataset pascal --fold 0 --data-root Datasets_HSN/                 # lseg-pascal-fold0-rn101
-  langseg eval-zeroshot --dataset pascal --fold all --data-root Datasets_HSN/ --out pascal.json
-  langseg eval-zeroshot --dataset coco --fold all --data-root Datasets_HSN/ --weights ckpts/coco_fold{fold}.ckpt
-  langseg eval-zeroshot --dataset fss --data-root Datasets_HSN/ --weights lseg-fss-vitl16
-
-HSNet layout under --data-root (VOC2012/, COCO2014/, FSS-1000/); split files under --splits-dir
-(default DATA_ROOT/splits, copied from HSNet's data/splits). 1000 episodes (PASCAL: split entries in
-order, repeated; COCO: numpy seed 0), FSS-1000: all 2400 test images. mIoU and FB-IoU in percent.
 """
 
 
@@ -77,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--scales",
+        type=scales_arg,
         default=None,
         metavar="S1,S2,...",
         help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)",
@@ -87,12 +80,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="add the horizontally flipped run (default: on with --multi-scale, off without)",
     )
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    _common(p)
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
+    add_eval_options(p)
     p.add_argument(
-        "--batch-size", type=int, default=1, help="images per network call at single scale (same size)"
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="images per network call at single scale (same size)",
     )
-    p.add_argument("--window-batch", type=int, default=8, help="multi-scale windows per network call")
+    p.add_argument(
+        "--window-batch", type=positive_int, default=8, help="multi-scale windows per network call"
+    )
     p.add_argument(
         "--compile",
         choices=["off", "exact"],
@@ -103,50 +101,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out")
     p.add_argument(
-        "--save-every", type=int, default=50, help="save progress to --out every N images (default 50)"
+        "--save-every",
+        type=positive_int,
+        default=50,
+        help="save progress to --out every N images (default 50)",
     )
     p.set_defaults(func=run_eval)
 
-    z = sub.add_parser(
-        "eval-zeroshot",
-        help="zero-shot benchmarks (PASCAL-5i, COCO-20i, FSS-1000): mIoU and FB-IoU",
-        description="Evaluate zero-shot segmentation with the official few-shot benchmark protocol (HSNet data "
-        "layout and metrics): each episode is segmented with the prompts ['others', class].",
-        epilog=ZS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    z.add_argument("--dataset", required=True, choices=["pascal", "coco", "fss"], help="benchmark")
-    z.add_argument(
-        "--fold",
-        "--folds",
-        dest="fold",
-        default="0",
-        choices=["0", "1", "2", "3", "all"],
-        help="test fold, or 'all' for the four-fold table (PASCAL-5i, COCO-20i; FSS-1000 has one)",
-    )
-    z.add_argument(
-        "--data-root", required=True, type=Path, help="HSNet data folder (VOC2012/, COCO2014/, FSS-1000/)"
-    )
-    z.add_argument(
-        "--splits-dir", type=Path, default=None, help="HSNet split files (default: DATA_ROOT/splits)"
-    )
-    z.add_argument(
-        "--weights",
-        default=None,
-        help="weights; '{fold}' is replaced by the fold (default: lseg-pascal-fold{fold}-rn101, "
-        "lseg-coco-fold{fold}-rn101, lseg-fss-rn101)",
-    )
-    z.add_argument(
-        "--episodes", type=int, default=1000, help="PASCAL/COCO episodes per fold (official: 1000)"
-    )
-    z.add_argument("--seed", type=int, default=0, help="COCO-20i episode sampling seed (official: 0)")
-    z.add_argument("--limit", type=int, default=None, help="evaluate the first N episodes only")
-    z.add_argument("--batch-size", type=int, default=8, help="episodes per network call")
-    _common(z)
-    z.set_defaults(func=run_zeroshot)
 
-
-def _common(p: argparse.ArgumentParser) -> None:
+def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: eval-<dataset>-....json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
@@ -162,14 +125,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _positive(name: str, value: int | None) -> None:
-    from ..errors import LangsegError
-
-    if value is not None and value < 1:
-        raise LangsegError(f"{name} must be at least 1, got {value}")
-
-
-def _check_out(path: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> None:
+def check_out(path: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> None:
     from ..errors import LangsegError
 
     if path.is_dir():
@@ -179,7 +135,7 @@ def _check_out(path: Path, overwrite: bool, resume: bool = False, resumable: boo
         raise LangsegError(f"{path} exists; pass --overwrite to replace it{hint} (or choose another --out)")
 
 
-def _setup_distributed(args: argparse.Namespace):
+def setup_distributed(args: argparse.Namespace):
     """Join the launcher's process group when --distributed is given; returns (device, rank)."""
     if not args.distributed:
         return args.device, 0
@@ -189,39 +145,13 @@ def _setup_distributed(args: argparse.Namespace):
     return place.device, place.rank
 
 
-def _load(weights: str, device: str | None):
-    import langseg
+def load_weights(weights: str, device: str | None):
+    from ..predictor import resolve_device
+    from ..weights import load_model, resolve_weights
 
-    path = langseg.resolve_weights(weights)
-    model = langseg.load_model(path, device=langseg.resolve_device(device))
+    path = resolve_weights(weights)
+    model = load_model(path, device=resolve_device(device))
     return model, path
-
-
-def _templates(templates: list[str] | None) -> list[str] | None:
-    from ..errors import LangsegError
-
-    for t in templates or []:
-        if t.count("{}") != 1:
-            raise LangsegError(
-                f"prompt template {t!r} must contain '{{}}' exactly once, e.g. 'a photo of a {{}}.'"
-            )
-    return list(templates) if templates else None
-
-
-def _scales(text: str | None) -> tuple[float, ...] | None:
-    from ..errors import LangsegError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v <= 0 for v in values):
-        raise LangsegError(
-            f"--scales: expected positive comma-separated numbers like 0.75,1,1.25, got {text!r}"
-        )
-    return values
 
 
 def _format_iou(v: float | None, scale: float = 1.0) -> str:
@@ -245,8 +175,13 @@ def _run_signature(record: dict[str, Any]) -> dict[str, Any]:
     """The fields a resumed run must share with the saved one (as JSON values: tuples become lists)."""
     import json
 
-    keys = ("dataset", "protocol", "weights_sha256")  # --limit may grow: the run continues to the new limit
-    return json.loads(json.dumps({k: record.get(k) for k in keys}))
+    weights = record.get("weights")
+    signature = {  # --limit may grow: the run continues to the new limit
+        "dataset": record.get("dataset"),
+        "protocol": record.get("protocol"),
+        "weights_sha256": weights.get("sha256") if isinstance(weights, dict) else None,
+    }
+    return json.loads(json.dumps(signature))
 
 
 def _print_fixed(metrics: dict[str, Any], header: str) -> None:
@@ -268,10 +203,10 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         return _run_eval(args)
     finally:
-        _teardown(args)
+        teardown(args)
 
 
-def _teardown(args: argparse.Namespace) -> None:
+def teardown(args: argparse.Namespace) -> None:
     """Close the process group that --distributed opened."""
     if args.distributed:
         from ..distributed import close_distributed
@@ -282,20 +217,53 @@ def _teardown(args: argparse.Namespace) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import time
 
-    import torch
+    from ..eval.evaluate import evaluate
+    from ..labels import parse_templates
 
-    from .. import MultiScaleConfig, resolve_device
-    from ..errors import LangsegError
-    from ..eval.evaluate import EvalResult, evaluate
-    from ..eval.provenance import environment, read_json, weights_record, write_json
-    from ..inference import OFFICIAL_SCALES
-    from ..labels import read_labels_file
-    from ..predictor import LSegPredictor
-
-    for name in ("limit", "batch_size", "window_batch", "save_every"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
     numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
+    templates = parse_templates(args.template)
     dataset = _fixed_dataset(args)
+    labels = _eval_labels(args, dataset)
+    weights = _eval_weights(args)
+    mode = "multi-scale" if args.multi_scale else "single-scale"
+    out = args.out or Path(f"eval-{args.dataset}-{args.split}-{mode}.json")
+    check_out(out, args.overwrite, args.resume, resumable=True)
+    device, rank = setup_distributed(args)
+    predictor, record = _eval_setup(args, dataset, labels, templates, weights, device)
+    start, confusion, seconds_before = _resume_point(args, out, record)
+    save = _saver(args, out, record, predictor, start, seconds_before)
+
+    t0 = time.perf_counter()
+    result = evaluate(
+        predictor,
+        dataset,
+        labels,
+        start=start,
+        limit=args.limit,
+        confusion=confusion,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        checkpoint=lambda r: save(r, False),
+        checkpoint_every=args.save_every,
+    )
+    if rank != 0:
+        return 0
+    save(result, True)
+    header = (
+        f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
+        f"({time.perf_counter() - t0:.1f} s)"
+    )
+    _print_fixed(result.metrics(), header)
+    print(f"wrote {out}")
+    return 0
+
+
+def _eval_labels(args: argparse.Namespace, dataset) -> list:
+    """The prompts, one per class: ``--labels-file`` or the dataset's own (with synonyms)."""
+    from ..errors import LangsegError
+    from ..labels import read_labels_file
+
     labels = (
         read_labels_file(args.labels_file)
         if args.labels_file
@@ -306,27 +274,36 @@ def _run_eval(args: argparse.Namespace) -> int:
             f"{args.labels_file}: {len(labels)} labels, but the dataset has {len(dataset.labels)} "
             "classes (one prompt per class, in class order)"
         )
+    return labels
+
+
+def _eval_weights(args: argparse.Namespace) -> str:
+    from ..errors import LangsegError
+
     weights = args.weights or ("lseg-toy" if args.dataset == "toy" else None)
     if weights is None:
         raise LangsegError(
             f"--weights is required for --dataset {args.dataset} (a folder, .ckpt or weights name)"
         )
-    mode = "multi-scale" if args.multi_scale else "single-scale"
-    out = args.out or Path(f"eval-{args.dataset}-{args.split}-{mode}.json")
-    _check_out(out, args.overwrite, args.resume, resumable=True)
-    device, rank = _setup_distributed(args)
+    return weights
 
-    templates = _templates(args.template)
+
+def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple[Any, dict[str, Any]]:
+    """Load the weights into a predictor for the chosen protocol; the run's record (without results)."""
+    from .. import MultiScaleConfig, resolve_device
+    from ..errors import LangsegError
+    from ..inference import OFFICIAL_SCALES
+    from ..predictor import LSegPredictor
+    from ..provenance import weights_record
+
     ms = None
     if args.multi_scale:
         ms = MultiScaleConfig(
-            scales=_scales(args.scales) or OFFICIAL_SCALES,
-            flip=args.flip is not False,
-            batch_size=args.window_batch,
+            scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False, batch_size=args.window_batch
         )
     elif args.scales:
         raise LangsegError("--scales needs --multi-scale")
-    model, path = _load(weights, device)
+    model, path = load_weights(weights, device)
     model.set_numerics(args.numerics)
     if args.compile == "exact":
         from ..accel import CompiledLSeg
@@ -358,7 +335,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             "labels_file": None if args.labels_file is None else str(args.labels_file.resolve()),
         },
         "protocol": {
-            "mode": mode,
+            "mode": "multi-scale" if ms else "single-scale",
             "multi_scale": ms_record,
             "flip": ms.flip if ms else bool(args.flip),
             "templates": templates,
@@ -369,22 +346,38 @@ def _run_eval(args: argparse.Namespace) -> int:
             else "full image into the official multi-scale evaluator",
             "ignore_index": dataset.ignore_index,
         },
-        **weights_record(weights, path),
+        "weights": weights_record(weights, path, model.config.name),
         "limit": args.limit,
         "batching": {"images_per_call": args.batch_size, "windows_per_call": args.window_batch},
     }
-    start, confusion, seconds_before = 0, None, 0.0
-    if args.resume and out.exists():
-        old = read_json(out)
-        if _run_signature(old) != _run_signature(record):
-            raise LangsegError(
-                f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
-                "use another --out or --overwrite"
-            )
-        start, seconds_before = int(old.get("images", 0)), float(old.get("seconds", 0.0))
-        confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
+    return predictor, record
 
-    def save(result: EvalResult, complete: bool) -> None:
+
+def _resume_point(args: argparse.Namespace, out: Path, record: dict[str, Any]):
+    """``(images done, confusion so far, seconds so far)`` of the run saved in ``out`` with --resume."""
+    import torch
+
+    from ..errors import LangsegError
+    from ..files import read_json
+
+    if not (args.resume and out.exists()):
+        return 0, None, 0.0
+    old = read_json(out)
+    if _run_signature(old) != _run_signature(record):
+        raise LangsegError(
+            f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
+            "use another --out or --overwrite"
+        )
+    confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
+    return int(old.get("images", 0)), confusion, float(old.get("seconds", 0.0))
+
+
+def _saver(args, out: Path, record: dict[str, Any], predictor, start: int, seconds_before: float):
+    """``save(result, complete)``: the record with the counts so far, written to ``out``."""
+    from ..files import write_json
+    from ..provenance import environment
+
+    def save(result, complete: bool) -> None:
         seconds = seconds_before + result.seconds
         data = {
             **record,
@@ -396,132 +389,6 @@ def _run_eval(args: argparse.Namespace) -> int:
             "environment": environment(predictor.device, args.precision),
             "confusion_matrix": result.confusion.tolist(),
         }
-        write_json(out, data)
+        write_json(out, data, overwrite=True)  # --overwrite/--resume were checked before the run
 
-    t0 = time.perf_counter()
-    result = evaluate(
-        predictor,
-        dataset,
-        labels,
-        start=start,
-        limit=args.limit,
-        confusion=confusion,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        progress=not args.no_progress,
-        checkpoint=lambda r: save(r, False),
-        checkpoint_every=args.save_every,
-    )
-    if rank != 0:
-        return 0
-    save(result, True)
-    header = (
-        f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
-        f"({time.perf_counter() - t0:.1f} s)"
-    )
-    _print_fixed(result.metrics(), header)
-    print(f"wrote {out}")
-    return 0
-
-
-# ------------------------------------------------------------------------------------- eval-zeroshot
-def _default_weights(dataset: str) -> str:
-    return "lseg-fss-rn101" if dataset == "fss" else f"lseg-{dataset}-fold{{fold}}-rn101"
-
-
-def run_zeroshot(args: argparse.Namespace) -> int:
-    try:
-        return _run_zeroshot(args)
-    finally:
-        _teardown(args)
-
-
-def _run_zeroshot(args: argparse.Namespace) -> int:
-    from .. import resolve_device
-    from ..errors import LangsegError
-    from ..eval.fewshot import load_benchmark
-    from ..eval.provenance import environment, weights_record, write_json
-    from ..eval.zeroshot import evaluate_zeroshot
-
-    for name in ("limit", "batch_size", "episodes"):
-        _positive("--" + name, getattr(args, name))
-    numerics_precision(args.numerics, args.precision)  # refuses a mix before any work
-    if args.dataset == "fss" and args.fold not in ("0",):
-        raise LangsegError("FSS-1000 has a single test split; drop --fold (or use --fold 0)")
-    folds = [0, 1, 2, 3] if args.fold == "all" else [int(args.fold)]
-    template = args.weights or _default_weights(args.dataset)
-    out = args.out or Path(f"eval-zeroshot-{args.dataset}-fold{args.fold}.json")
-    _check_out(out, args.overwrite)
-    benches = {
-        f: load_benchmark(
-            args.dataset,
-            args.data_root,
-            f,
-            splits_dir=args.splits_dir,
-            episodes=args.episodes,
-            seed=args.seed,
-        )
-        for f in folds
-    }  # fail early on data
-    device, rank = _setup_distributed(args)
-    dev = resolve_device(device)
-    results: dict[str, Any] = {}
-    for fold, bench in benches.items():
-        weights = template.replace("{fold}", str(fold))
-        model, path = _load(weights, str(dev))
-        model.set_numerics(args.numerics)
-        res = evaluate_zeroshot(
-            model,
-            bench,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            limit=args.limit,
-            progress=not args.no_progress,
-        )
-        results[str(fold)] = {
-            **res.metrics(),
-            **weights_record(weights, path),
-            "seconds": round(res.seconds, 3),
-            "test_classes": [bench.class_names[c] for c in bench.class_ids],
-        }
-        if rank == 0:
-            print(
-                f"{args.dataset} fold {fold}, 0-shot ==> mIoU: {res.metrics()['mIoU']:5.2f}   "
-                f"FB-IoU: {res.metrics()['FB-IoU']:5.2f}   ({res.meter.episodes} episodes, {weights})"
-            )
-        del model
-    if rank != 0:
-        return 0
-    record: dict[str, Any] = {
-        "task": "zero-shot",
-        "dataset": {
-            "name": args.dataset,
-            "root": str(args.data_root.resolve()),
-            "splits_dir": str((args.splits_dir or args.data_root / "splits").resolve()),
-            "episodes": args.episodes if args.dataset != "fss" else None,
-            "seed": args.seed if args.dataset == "coco" else None,
-        },
-        "protocol": {
-            "prompts": ["others", "<class name>"],
-            "input": "PIL bilinear resize to 480x480",
-            "ground_truth": "nearest resize to 480x480",
-            "metrics": "HSNet mIoU / FB-IoU (percent)",
-            "precision": args.precision,
-        },
-        "limit": args.limit,
-        "environment": environment(dev, args.precision),
-    }
-    if len(folds) == 1:
-        record.update({"fold": folds[0], **results[str(folds[0])]})
-    else:
-        mean = {k: sum(results[str(f)][k] for f in folds) / len(folds) for k in ("mIoU", "FB-IoU")}
-        record.update({"folds": results, "mean": mean})
-        print(f"\n{'fold':>6}  {'mIoU':>6}  {'FB-IoU':>6}  episodes  weights")
-        for f in folds:
-            r = results[str(f)]
-            print(f"{f:>6}  {r['mIoU']:6.2f}  {r['FB-IoU']:6.2f}  {r['episodes']:>8}  {r['weights']}")
-        print(f"{'mean':>6}  {mean['mIoU']:6.2f}  {mean['FB-IoU']:6.2f}")
-    write_json(out, record)
-    print(f"wrote {out}")
-    return 0
+    return save

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .segment import (
+from .common import (
     Report,
     add_common_arguments,
     decoded_batches,
@@ -188,7 +188,7 @@ def _comparable(value: Any) -> Any:
 
 def _export(args, session, settings, todo, files, entries, order, report: Report, index_path: Path) -> int:
     from .. import __version__
-    from ..outputs import write_json
+    from ..files import write_json
 
     batch_size = images_per_call(args, session.predictor)
 
@@ -233,7 +233,7 @@ def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[s
     import numpy as np
     from PIL import Image
 
-    from ..outputs import write_array, write_image
+    from ..files import write_array, write_image
     from ..visualize import pca_rgb
 
     feat_path, preview_path = files

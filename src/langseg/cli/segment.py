@@ -3,21 +3,30 @@
 Per image: ``NAME.mask.png`` (indexed PNG, pixel value = label index, the input's upright size),
 ``NAME.overlay.png`` (colours blended over the image, legend beside it) and ``NAME.json`` (labels,
 pixel shares, size, weights, protocol, timing). The options shared with ``langseg features`` (weights,
-device, inputs, outputs, test-time augmentation) are defined here.
+device, inputs, outputs, test-time augmentation) are in :mod:`langseg.cli.common`.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from .common import (
+    Report,
+    Session,
+    add_common_arguments,
+    add_numerics_argument,
+    decoded_batches,
+    images_per_call,
+    open_session,
+    plan_inputs,
+    progress,
+    run_batch,
+)
 
 ORDER = 10
-
-COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 
 EPILOG = """examples:
   langseg segment examples/garden.jpg --labels "sky,tree,grass,house,other"
@@ -33,413 +42,6 @@ exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad 
 """
 
 
-# ----------------------------------------------------------------------------- argument types
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def max_side_arg(text: str) -> int:
-    value = int(text)
-    if value != 0 and value < 32:
-        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or >= 32, got {value}")
-    return value
-
-
-def window_arg(text: str) -> int:
-    value = int(text)
-    if value < 32 or value % 32:
-        raise argparse.ArgumentTypeError(f"window side must be a multiple of 32 (e.g. 480), got {value}")
-    return value
-
-
-def max_pixels_arg(text: str) -> int | None:
-    value = int(text.replace("_", ""))
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {value}")
-    return value or None
-
-
-def scales_arg(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers like 0.75,1,1.25, got {text!r}"
-        ) from None
-    if not values or any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"scales must be positive numbers, got {text!r}")
-    return values
-
-
-def color_arg(text: str) -> tuple[int, int, int]:
-    if text.lower() in COLORS:
-        return COLORS[text.lower()]
-    try:
-        rgb = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        rgb = ()
-    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-        raise argparse.ArgumentTypeError(f"expected white, black, gray or R,G,B (0-255), got {text!r}")
-    return rgb  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------- shared options
-def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
-    """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
-    p.add_argument(
-        "inputs",
-        nargs="+",
-        metavar="IMAGES_OR_DIRS",
-        help="image files, folders (searched recursively) or quoted glob patterns",
-    )
-    if default_out is None:
-        p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
-    else:
-        p.add_argument(
-            "--out",
-            type=Path,
-            default=Path(default_out),
-            help=f"output folder (created if missing; default: {default_out})",
-        )
-    p.add_argument(
-        "--weights",
-        default=None,
-        metavar="NAME_OR_PATH",
-        help="a weights name (see 'langseg weights list'), a folder of ours or an official "
-        ".ckpt (default: the bundled lseg-toy)",
-    )
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default: auto)")
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "fp16", "bf16"],
-        default="auto",
-        help="autocast precision of the image network (default: auto = bf16 on CUDA, fp32 on CPU)",
-    )
-    p.add_argument(
-        "--compile",
-        choices=["off", "exact", "bucketed"],
-        default="off",
-        help="torch.compile the image network: 'exact' compiles each input shape (at most 8, "
-        "then eager); 'bucketed' pads sizes up to multiples of 128 so few graphs serve "
-        "many sizes (outputs then differ slightly near the padded border). Pays off on "
-        "GPUs over many frames; the first call per shape is slow (default: off)",
-    )
-    p.add_argument(
-        "--max-side",
-        type=max_side_arg,
-        default=None,
-        metavar="N",
-        help="shrink images whose long side exceeds N before the network (results are scaled "
-        "back to the input size); 0: never (default: 1024, or 0 with --sliding-window)",
-    )
-    p.add_argument(
-        "--max-pixels",
-        type=max_pixels_arg,
-        default=100_000_000,
-        metavar="N",
-        help="refuse images with more pixels than this before decoding them (decompression-"
-        "bomb guard); 0: no limit (default: 100000000)",
-    )
-    p.add_argument(
-        "--background",
-        type=color_arg,
-        default=(255, 255, 255),
-        metavar="COLOR",
-        help="colour transparent pixels are composited on: white, black, gray or R,G,B (default: white)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="images per network call (same-size images are batched; default 4), or windows "
-        "per call with --multi-scale/--sliding-window (default 8)",
-    )
-    p.add_argument(
-        "--multi-scale",
-        action="store_true",
-        help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip",
-    )
-    p.add_argument(
-        "--sliding-window",
-        type=window_arg,
-        nargs="?",
-        const=480,
-        default=None,
-        metavar="SIDE",
-        help="run SIDE x SIDE windows (default 480, stride 2/3 of it) over the image at its own "
-        "resolution, overlaps averaged: large images in bounded memory",
-    )
-    p.add_argument(
-        "--scales",
-        type=scales_arg,
-        default=None,
-        metavar="S1,S2,...",
-        help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)",
-    )
-    p.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument(
-        "--skip-existing",
-        action="store_true",
-        help="keep existing output files and only write the missing ones (resume a run)",
-    )
-
-
-@dataclass
-class Session:
-    """What both commands set up before touching images."""
-
-    predictor: Any  # LSegPredictor
-    weights: dict[str, Any]  # provenance record (name, path, sha256, model)
-    protocol: dict[str, Any]  # preprocessing and test-time augmentation, for the records
-
-
-def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Check option combinations, then inputs -> (images, output stems, notes on inputs that gave nothing).
-
-    Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
-    """
-    from ..errors import LangsegError
-    from ..io import expand_inputs
-    from ..outputs import output_stems
-
-    if args.overwrite and args.skip_existing:
-        raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
-    if args.scales and not args.multi_scale:
-        raise LangsegError("--scales needs --multi-scale")
-    if args.multi_scale and args.sliding_window:
-        raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
-    if args.out.exists() and not args.out.is_dir():
-        raise LangsegError(f"--out {args.out} is a file; give a folder")
-    items, notes = expand_inputs(args.inputs, exclude=args.out)
-    if not items:
-        raise LangsegError("no images to process: " + "; ".join(notes or ["no inputs"]))
-    return items, output_stems(items), notes
-
-
-def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:
-    """Load the weights and build the predictor (after all cheap checks have passed)."""
-    from PIL import Image
-
-    from .. import TOY_WEIGHTS, LSegPredictor, MultiScaleConfig, load_model, resolve_weights
-    from ..errors import LangsegError
-    from ..inference import OFFICIAL_SCALES
-    from ..outputs import weights_record
-
-    # Our --max-pixels check runs first; Pillow's process-wide guard refuses above twice its own
-    # limit, so lift that when the user allows more (the CLI owns this process).
-    if args.max_pixels is None:
-        Image.MAX_IMAGE_PIXELS = None
-    elif Image.MAX_IMAGE_PIXELS is not None and args.max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = args.max_pixels
-    spec = args.weights or TOY_WEIGHTS
-    path = resolve_weights(spec)
-    try:
-        model = load_model(path, device=args.device)
-    except ValueError as e:  # an unknown or unavailable device
-        raise LangsegError(str(e)) from None
-    numerics = getattr(args, "numerics", "fp32")  # segment has it; features computes no logits
-    precision = numerics_precision(numerics, args.precision)
-    model.set_numerics(numerics)
-    if args.compile != "off":
-        from ..accel import CompiledLSeg
-
-        model = CompiledLSeg(model, mode=args.compile)
-    ms = None
-    if args.multi_scale:
-        ms = MultiScaleConfig(
-            scales=args.scales or OFFICIAL_SCALES,
-            flip=args.flip is not False,
-            batch_size=args.batch_size or 8,
-        )
-    elif args.sliding_window:
-        ms = MultiScaleConfig.sliding_window(
-            args.sliding_window, flip=bool(args.flip), batch_size=args.batch_size or 8
-        )
-    max_side = args.max_side if args.max_side is not None else (0 if args.sliding_window else 1024)
-    predictor = LSegPredictor(
-        model,
-        precision=precision,
-        templates=templates,
-        multi_scale=ms,
-        max_side=max_side or None,
-        max_pixels=args.max_pixels,
-        flip=bool(args.flip),
-        background=args.background,
-    )
-    cfg = model.config
-    protocol = {
-        "color": "RGB, EXIF orientation applied, transparency composited on the background",
-        "background": list(args.background),
-        "max_side": max_side or None,
-        "resize": "PIL bilinear to fit max_side (long side), when larger",
-        "mean": list(cfg.mean),
-        "std": list(cfg.std),
-        "padding": "bottom/right to a multiple of 32 with -mean/std (black); outputs cropped back",
-        "mode": "multi-scale" if args.multi_scale else "sliding-window" if ms else "single-scale",
-        "multi_scale": None
-        if ms is None
-        else {
-            "scales": list(ms.scales),
-            "flip": ms.flip,
-            "base_size": ms.base_size,
-            "crop_size": ms.crop_size,
-            "stride": ms.stride,
-        },
-        "flip": ms.flip if ms is not None else bool(args.flip),
-        "precision": predictor.precision,
-        "compile": args.compile,
-        "numerics": numerics,
-        "device": str(predictor.device),
-    }
-    return Session(predictor, weights_record(spec, path, cfg.name), protocol)
-
-
-def batched(iterable, n: int):
-    batch = []
-    for x in iterable:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def add_numerics_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--numerics",
-        choices=["fp32", "official"],
-        default="fp32",
-        help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
-        "its outputs exactly (within one float16 step); the image network runs in fp32 "
-        "(default: fp32)",
-    )
-
-
-def numerics_precision(numerics: str, precision: str) -> str:
-    """The image-network precision to use: ``--numerics official`` runs it in fp32, as the official code."""
-    from ..errors import LangsegError
-
-    if numerics != "official":
-        return precision
-    if precision not in ("auto", "fp32"):
-        raise LangsegError(
-            f"--numerics official runs the image network in fp32 as the official code does; "
-            f"drop --precision {precision}"
-        )
-    return "fp32"
-
-
-def is_out_of_memory(e: BaseException) -> bool:
-    text = str(e).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
-
-
-def images_per_call(args: argparse.Namespace, predictor) -> int:
-    """``--batch-size`` images per network call (default 4); one with a windowed protocol, whose
-    ``--batch-size`` counts windows instead."""
-    return 1 if predictor.multi_scale is not None else (args.batch_size or 4)
-
-
-def decoded_batches(args: argparse.Namespace, todo: list, batch_size: int, report: Report, bar):
-    """Images decoded on worker threads, in batches of at most ``batch_size``; files that cannot be
-    read are reported by name, counted on the progress bar and left out."""
-    from ..io import iter_decoded
-
-    decoded = iter_decoded(
-        todo, max_pixels=args.max_pixels, background=args.background, prefetch=max(2, 2 * batch_size)
-    )
-    for chunk in batched(decoded, batch_size):
-        ok = []
-        for d in chunk:
-            if d.error is not None:
-                report.skip(str(d.error))
-                bar.update(1)
-            else:
-                ok.append(d)
-        if ok:
-            yield ok
-
-
-def run_batch(predictor, decoded: list, batch_fn, one_fn, report: Report) -> list:
-    """``batch_fn(images)``; when that runs out of memory, ``one_fn(image)`` one image at a time, and
-    ``None`` (reported by name) for an image that still does not fit."""
-    try:
-        return batch_fn([d.image for d in decoded])
-    except (RuntimeError, MemoryError) as e:
-        if not is_out_of_memory(e):
-            raise
-    if predictor.device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()  # give the failed batch's memory back before retrying one by one
-    out = []
-    for d in decoded:
-        try:
-            out.append(one_fn(d.image))
-        except (RuntimeError, MemoryError) as e:
-            if not is_out_of_memory(e):
-                raise
-            h, w = d.image.shape[:2]
-            report.skip(
-                f"{d.item.path}: out of memory for {w}x{h} on {predictor.device}; try a smaller --max-side"
-            )
-            out.append(None)
-    return out
-
-
-class Report:
-    """Counts outcomes and tells the user about skipped inputs as they happen and at the end."""
-
-    def __init__(self, notes: list[str]) -> None:
-        self.done = 0
-        self.kept = 0
-        self.skipped: list[str] = []
-        for note in notes:
-            self.skip(note)
-
-    def skip(self, message: str) -> None:
-        from tqdm.auto import tqdm
-
-        self.skipped.append(message)
-        tqdm.write(f"langseg: skipped {message}", file=sys.stderr)
-
-    def summary(self, verb: str, seconds: float, out: Path) -> int:
-        rate = self.done / seconds if seconds > 0 else 0.0
-        print(
-            f"{verb} {self.done} image{'s' if self.done != 1 else ''} in {seconds:.1f} s "
-            f"({rate:.2f} images/s) -> {out}"
-        )
-        if self.kept:
-            print(f"kept {self.kept} already done (--skip-existing)")
-        if self.skipped:
-            print(
-                f"skipped {len(self.skipped)} input{'s' if len(self.skipped) != 1 else ''}:", file=sys.stderr
-            )
-            for message in self.skipped[:20]:
-                print(f"  {message}", file=sys.stderr)
-            if len(self.skipped) > 20:
-                print(f"  ... and {len(self.skipped) - 20} more", file=sys.stderr)
-        return 1 if self.skipped else 0
-
-
-def progress(total: int, unit: str = "img"):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
-
-
-# ------------------------------------------------------------------------------------ segment
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "segment",
@@ -568,7 +170,7 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
     import numpy as np
 
     from .. import __version__
-    from ..outputs import write_array, write_image, write_json
+    from ..files import write_array, write_image, write_json
     from ..visualize import mask_image, overlay, palette
 
     t0 = time.perf_counter()

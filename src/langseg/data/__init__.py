@@ -6,7 +6,7 @@ that stay within one dataset).
 """
 
 from .ade20k import ADE20K, ade20k_labels
-from .base import IGNORE_INDEX, DatasetError, SegmentationSample
+from .base import IGNORE_INDEX, DatasetError, SegmentationDataset, SegmentationSample
 from .generic import GenericSegmentation
 from .toy import TOY_LABELS, ToyConfig, ToySegmentation, write_toy_dataset
 
@@ -16,6 +16,7 @@ __all__ = [
     "TOY_LABELS",
     "DatasetError",
     "GenericSegmentation",
+    "SegmentationDataset",
     "SegmentationSample",
     "ToyConfig",
     "ToySegmentation",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
 from ..errors import LangsegError
-from ..io import load_image
+from ..images import load_image
 
 IGNORE_INDEX = 255  # mask value of pixels that carry no label
 
@@ -25,6 +26,18 @@ class SegmentationSample:
     image: Image.Image  # RGB, EXIF-upright
     mask: np.ndarray  # (H, W) int64: label indices 0..L-1, IGNORE_INDEX where unlabeled
     name: str  # file stem, for outputs and records
+
+
+class SegmentationDataset(Protocol):
+    """What every reader (``ADE20K``, ``GenericSegmentation``, ``ToySegmentation``) offers to the
+    evaluation loop and to training."""
+
+    labels: list[str]
+    ignore_index: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> SegmentationSample: ...
 
 
 def read_mask(path: Path) -> np.ndarray:
@@ -46,7 +59,7 @@ def pair_files(images_dir: Path, masks_dir: Path, mask_suffix: str = ".png") -> 
         raise DatasetError(f"{images_dir}: images folder not found")
     if not masks_dir.is_dir():
         raise DatasetError(f"{masks_dir}: masks folder not found")
-    from ..io import IMAGE_SUFFIXES
+    from ..images import IMAGE_SUFFIXES
 
     images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:

@@ -19,27 +19,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .base import IGNORE_INDEX, DatasetError, SegmentationSample
+from .base import IGNORE_INDEX, DatasetError, SegmentationDataset
 
 log = logging.getLogger(__name__)
 
 DROP = "-"
-
-
-class RawDataset(Protocol):
-    """What every reader (ADE20K, GenericSegmentation, ToySegmentation) offers."""
-
-    labels: list[str]
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, i: int) -> SegmentationSample: ...
 
 
 # ------------------------------------------------------------------------------------ label maps
@@ -107,12 +97,12 @@ class Source:
     """One dataset of a run: its reader, its label set and how its mask values map onto it."""
 
     name: str  # short name, used in logs (val/<name>/miou)
-    dataset: RawDataset
+    dataset: SegmentationDataset
     labels: list[str]  # the batch label set of this source (after relabelling)
     lut: np.ndarray = field(repr=False)  # (256,) uint8: raw mask value -> index into `labels` (or 255)
 
 
-def make_source(name: str, dataset: RawDataset, mapping: dict[str, str] | None = None) -> Source:
+def make_source(name: str, dataset: SegmentationDataset, mapping: dict[str, str] | None = None) -> Source:
     labels, lut = relabel(list(dataset.labels), mapping)
     return Source(name, dataset, labels, lut)
 

@@ -26,6 +26,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..inference import normalize
 from .base import IGNORE_INDEX, DatasetError
 
 
@@ -137,9 +138,9 @@ class JointTransform:
                 *ops,
                 v2.ToImage(),
                 v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-                v2.Normalize(list(mean), list(std)),
             ]
         )
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __call__(self, image: Image.Image, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if mask.shape != (image.height, image.width):
@@ -150,7 +151,9 @@ class JointTransform:
             )
         m = tv_tensors.Mask(torch.from_numpy(mask.astype(np.uint8)))  # uint8: resize/pad kernels support it
         img, m = self.ops(image, m)
-        return img.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()
+        return normalize(img.as_subclass(torch.Tensor), self.mean, self.std), m.as_subclass(
+            torch.Tensor
+        ).long()
 
 
 def train_transform(cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> JointTransform:

@@ -13,14 +13,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from ..data.base import SegmentationSample
+from ..data.base import SegmentationDataset
 from ..distributed import all_reduce
 from ..errors import LangsegError
 from ..labels import display_names
@@ -30,17 +30,6 @@ from ..predictor import LSegPredictor
 log = logging.getLogger(__name__)
 
 Label = str | tuple[str, ...]
-
-
-class SegmentationDataset(Protocol):
-    """What the loop needs from a reader (``ADE20K``, ``GenericSegmentation``)."""
-
-    labels: list[str]
-    ignore_index: int
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, i: int) -> SegmentationSample: ...
 
 
 @dataclass

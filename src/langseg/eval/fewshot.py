@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.base import DatasetError
+from ..inference import normalize
 
 Benchmark = Literal["pascal", "coco", "fss"]
 BENCHMARKS: tuple[str, ...] = ("pascal", "coco", "fss")
@@ -299,8 +300,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self, bench: FewShotBenchmark, mean: tuple[float, ...], std: tuple[float, ...], size: int = 480
     ) -> None:
         self.bench, self.size = bench, size
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean, self.std = tuple(mean), tuple(std)
 
     def __len__(self) -> int:
         return len(self.bench.episodes)
@@ -317,7 +317,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         x = (
             torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
         )  # (3, S, S)
-        x = (x - self.mean) / self.std
+        x = normalize(x, self.mean, self.std)
         target = resize_nearest(fg, self.size).long()  # (S, S) {0, 1}
         ignore_t = resize_nearest(ignore.astype(np.uint8), self.size).bool()
         return x, target, ignore_t, ep.class_id

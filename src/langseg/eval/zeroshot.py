@@ -8,22 +8,20 @@ percentages, as the papers report them.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..accel import Precision, autocast, resolve_precision
 from ..metrics import FewShotMeter, episode_areas
 from ..models.lseg import LSeg
 from .evaluate import Guarded, collate_tensors, raise_if_error, rank_and_world
 from .fewshot import EpisodeDataset, FewShotBenchmark
 
-Precision = Literal["fp32", "fp16", "bf16"]
-_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 BACKGROUND_PROMPT = "others"  # the official first prompt of every pair
 
 
@@ -73,9 +71,8 @@ def evaluate_zeroshot(
     progress: bool = True,
 ) -> ZeroShotResult:
     """Run the first ``limit`` (default all) episodes of ``bench`` through ``model`` (on its device)."""
-    if precision not in ("fp32", *_DTYPES):
-        raise ValueError(f"unknown precision {precision!r}; expected fp32, fp16 or bf16")
     device = next(model.parameters()).device
+    resolve_precision(device, precision)  # an unknown name fails before any work
     model.eval()
     text, rows = pair_text(model, bench)
     meter = FewShotMeter(bench.num_classes, bench.class_ids)
@@ -85,11 +82,6 @@ def evaluate_zeroshot(
         EpisodeDataset(bench, model.config.mean, model.config.std, image_size), range(rank, stop, world)
     )
     loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_tensors)
-    autocast = (
-        torch.autocast(device.type, dtype=_DTYPES[precision])
-        if precision != "fp32"
-        else contextlib.nullcontext()
-    )
     t0 = time.perf_counter()
     bar = tqdm(
         total=len(data),
@@ -99,7 +91,7 @@ def evaluate_zeroshot(
         dynamic_ncols=True,
     )
     for images, target, ignore, class_ids in map(raise_if_error, loader):
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast(device, precision):
             logits = model(images.to(device), label_pairs(text, rows, class_ids))  # (B, 2, S, S)
         pred = logits.float().argmax(dim=1)  # (B, S, S); ties -> 0 ("others")
         inter, union = episode_areas(pred, target.to(device), ignore.to(device))

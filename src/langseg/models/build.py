@@ -81,7 +81,7 @@ def lseg_rn50x16_vitl16_384(**overrides: Any) -> LSegConfig:
 
 def lseg_zs_vitl16_384(**overrides: Any) -> LSegConfig:
     """Zero-shot ViT-L/16 (``fss_l16``): same network, two-way ``others`` vs class prompts."""
-    base = dict(name="lseg_zs_vitl16_384", zero_shot=True, activation="relu", labels=("others",))
+    base = dict(name="lseg_zs_vitl16_384", activation="relu", labels=("others",))
     return _vitl16_config(**{**base, **overrides})
 
 
@@ -94,7 +94,6 @@ def lseg_zs_rn101(**overrides: Any) -> LSegConfig:
         reassemble_channels=(256, 512, 1024, 2048),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        zero_shot=True,
         activation="relu",
         labels=("others",),
     )

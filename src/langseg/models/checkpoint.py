@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import LangsegError
+from ..files import OutputExistsError, write_folder
 from .build import CLIP_RN50X16_VISUAL, CLIP_VIT_B32_VISUAL, build_lseg, model_config
 from .config import ClipVisualConfig, LSegConfig, ResNetConfig, TextConfig, ViTConfig
 from .lseg import LSeg
@@ -32,6 +31,7 @@ log = logging.getLogger(__name__)
 FORMAT = "langseg-v1"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
 
 
 class CheckpointError(LangsegError, RuntimeError):
@@ -281,10 +281,29 @@ def save_pretrained(
     *,
     dtype: torch.dtype | None = None,
     extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``model.safetensors`` + ``config.json`` into ``out_dir`` atomically."""
+    """Write ``model.safetensors`` + ``config.json`` + the model card ``README.md`` as the folder
+    ``out_dir``, whole or not at all; ``extra`` entries (``source``, ``train``, ...) go into ``config.json``.
+
+    The folder is filled beside ``out_dir`` and renamed into place (see
+    :func:`langseg.files.write_folder`). An existing non-empty ``out_dir`` raises unless
+    ``overwrite``, and even then only a folder holding nothing but a saved model is replaced.
+    """
+    from ..model_card import model_card
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if overwrite and out_dir.is_dir():
+        others = sorted(
+            p.name
+            for p in out_dir.iterdir()
+            if p.name not in (WEIGHTS_NAME, CONFIG_NAME) and not _is_our_card(p)
+        )
+        if others:
+            raise OutputExistsError(
+                f"{out_dir} holds other files than a saved model ({', '.join(others[:3])}); "
+                "give a new or empty folder"
+            )
     sd = {}
     for k, v in model.state_dict().items():
         v = v.detach().to("cpu")
@@ -294,21 +313,22 @@ def save_pretrained(
     meta = {"format": FORMAT, "model": model.config.to_dict()}
     if extra:
         meta.update(extra)
-    _atomic_write(out_dir / WEIGHTS_NAME, lambda p: save_file(sd, str(p), metadata={"format": FORMAT}))
-    _atomic_write(out_dir / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(meta, indent=2) + "\n"))
-    return out_dir
+
+    def fill(folder: Path) -> None:
+        save_file(sd, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (folder / CARD_NAME).write_text(model_card(meta), encoding="utf-8")
+
+    return write_folder(out_dir, fill, overwrite=overwrite)
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; weights should be readable like any written file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _is_our_card(path: Path) -> bool:
+    """A ``README.md`` that :func:`save_pretrained` wrote (a user's own README is never replaced)."""
+    return (
+        path.name == CARD_NAME
+        and path.is_file()
+        and "\nlibrary_name: langseg\n" in path.read_text(errors="replace")[:400]
+    )
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -369,17 +389,24 @@ def convert_official(
     *,
     drop_unused: bool = False,
     dtype: torch.dtype | None = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> Path:
     """Convert an official checkpoint to our format; optionally drop the never-run CLIP image tower
     and ViT classifier head (recorded in the config, so the result loads strictly)."""
+    from ..provenance import sha256_file
+
     model = load_official_checkpoint(src, **overrides)
     dropped: list[str] = []
     if drop_unused:
         model = drop_unused_parts(model)
         dropped = ["text_encoder.visual", "image_encoder.vit.head"]
     return save_pretrained(
-        model, out_dir, dtype=dtype, extra={"source": str(Path(src).name), "dropped": dropped}
+        model,
+        out_dir,
+        dtype=dtype,
+        extra={"source": str(Path(src).name), "source_sha256": sha256_file(src), "dropped": dropped},
+        overwrite=overwrite,
     )
 
 

@@ -86,7 +86,6 @@ class LSegConfig:
     mean: tuple[float, float, float] = HALF_MEAN  # input normalization
     std: tuple[float, float, float] = HALF_STD
     labels: tuple[str, ...] = ("other",)  # default label set (official demo: "dog, grass, other")
-    zero_shot: bool = False  # trained with the few-shot protocol (two-way "others" vs class)
 
     def __post_init__(self) -> None:
         if (self.vit is None) == (self.resnet is None):
@@ -117,6 +116,7 @@ class LSegConfig:
     def from_dict(cls, d: dict[str, Any]) -> LSegConfig:
         """Rebuild a config from :meth:`to_dict` output; unknown keys are errors."""
         d = dict(d)
+        d.pop("zero_shot", None)  # a flag that earlier versions saved but nothing read
         sub = {"vit": ViTConfig, "resnet": ResNetConfig, "text": TextConfig, "clip_visual": ClipVisualConfig}
         for key, typ in sub.items():
             if d.get(key) is not None:

@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -74,8 +75,6 @@ class LSeg(nn.Module):
         self.text_encoder = text_encoder
         self.text_encoder.requires_grad_(False)  # frozen: never trained, never receives gradients
         self.logit_scale = config.scale  # a constant, not a parameter (official: float32 1/0.07)
-        self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
         self._text_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._text_lock = threading.Lock()  # the cache is shared by the threads of a server
         self.numerics = "fp32"
@@ -197,6 +196,16 @@ class LSeg(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._clear_derived()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload these weights with a model card to the Hugging Face Hub; returns the commit URL.
+
+        Keyword arguments as :func:`langseg.hf_hub.push_to_hub` (``revision``, ``private``, ``token``,
+        ``commit_message``, ``eval_record``, ``license``).
+        """
+        from ..hf_hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     # ----------------------------------------------------------------- image
     def check_input(self, images: torch.Tensor) -> None:

@@ -13,6 +13,7 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import QuickGELU, Transformer, VisionTransformer
 
 from ..errors import LabelError
+from ..labels import parse_templates
 from .config import ClipVisualConfig, TextConfig
 
 
@@ -146,10 +147,7 @@ def expand_prompts(
         raise LabelError("labels must be a list of names, not one string; split it first")
     if len(labels) == 0:
         raise LabelError("the label list is empty; give at least one label")
-    templates = list(templates) if templates else ["{}"]
-    for t in templates:
-        if "{}" not in t:
-            raise LabelError(f"prompt template {t!r} has no '{{}}' where the label goes")
+    templates = parse_templates(templates) or ["{}"]
     prompts, owner = [], []
     for i, label in enumerate(labels):
         names = [label] if isinstance(label, str) else list(label)

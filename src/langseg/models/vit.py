@@ -23,7 +23,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix:
     Resizing to the native grid is an exact identity.
     """
     prefix, posemb = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
-    n = posemb.shape[1]
+    n = int(posemb.shape[1])  # the weights' grid: a constant, also when traced for ONNX export
     g = int(round(n**0.5))
     if g * g != n:
         raise ValueError(f"position embedding has {n} grid tokens, not a square grid")

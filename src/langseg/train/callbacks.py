@@ -11,37 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from ..files import publish, temp_path
 from ..models import save_pretrained
 
 log = logging.getLogger(__name__)
 
 LAST_CKPT = "last.ckpt"
-
-
-def save_pretrained_atomic(model: Any, dest: Path, extra: dict[str, Any]) -> Path:
-    """Write our format into ``dest`` so that readers see either the old or the new folder, whole.
-
-    The new folder is written beside it and renamed into place; the old one is removed afterwards.
-    """
-    dest = Path(dest)
-    tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    save_pretrained(model, tmp, extra=extra)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return dest
 
 
 class RunCheckpoints(Callback):
@@ -93,7 +74,9 @@ class RunCheckpoints(Callback):
             return
         self.best, self.best_step = value, trainer.global_step
         if trainer.is_global_zero:
-            save_pretrained_atomic(pl_module.model, self.run_dir / "best", self._extra(trainer))
+            save_pretrained(
+                pl_module.model, self.run_dir / "best", extra=self._extra(trainer), overwrite=True
+            )
             log.info(
                 "best %s = %.4f at step %d -> %s", self.monitor, value, self.best_step, self.run_dir / "best"
             )
@@ -113,12 +96,14 @@ class RunCheckpoints(Callback):
     def save_last(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Full Lightning state to ``checkpoints/last.ckpt`` and the weights to ``last/`` (all ranks call)."""
         final = self.ckpt_path
-        tmp = final.with_name(f".{final.name}.tmp")
+        tmp = temp_path(final)  # the same name on every rank; rank 0 writes it
         if trainer.is_global_zero:
             final.parent.mkdir(parents=True, exist_ok=True)
         trainer.strategy.barrier("langseg.save_last")
         trainer.save_checkpoint(tmp, weights_only=False)  # rank 0 writes; ends with a barrier
         if trainer.is_global_zero:
-            os.replace(tmp, final)
-            save_pretrained_atomic(pl_module.model, self.run_dir / "last", self._extra(trainer))
+            publish(tmp, final, overwrite=True)
+            save_pretrained(
+                pl_module.model, self.run_dir / "last", extra=self._extra(trainer), overwrite=True
+            )
         self._last_saved_step = trainer.global_step

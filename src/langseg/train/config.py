@@ -279,7 +279,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             from_dict(TrainConfig, loaded)  # report unknown keys with the file's own structure
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-        tree = _merge(tree, loaded)
+        tree = merge_tree(tree, loaded)
     for ov in overrides:
         apply_override(tree, ov)
     cfg = from_dict(TrainConfig, tree)
@@ -287,11 +287,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def merge_tree(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Sections merge key by key; lists and scalars replace."""
     out = dict(base)
     for k, v in new.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+        out[k] = merge_tree(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out
 
 
@@ -324,13 +324,8 @@ def validate(cfg: TrainConfig) -> None:
 
 def dump_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    import os
-    import tempfile
-
     import yaml
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
+    from ..files import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False), overwrite=True)

@@ -22,7 +22,7 @@ import lightning as L
 
 from ..models import LSeg, LSegConfig, build_lseg, load_clip_text_weights, load_timm_vit_weights, model_config
 from .callbacks import RunCheckpoints
-from .config import ConfigError, ModelSpec, TrainConfig, dump_config
+from .config import ConfigError, ModelSpec, TrainConfig, dump_config, merge_tree
 from .data import SegDataModule
 from .module import LSegTrainModule
 from .params import freeze_unused
@@ -42,17 +42,10 @@ class RunResult:
     rank: int = 0  # global rank of this process (DDP runs return on every rank)
 
 
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
 def build_model(spec: ModelSpec) -> LSeg:
     """The network to train: a named variant (+ overrides and pretrained parts) or ``init`` weights."""
     if spec.init:
-        from .. import load_model
+        from ..weights import load_model
 
         if spec.overrides:
             raise ConfigError("model.overrides do not apply to model.init (its config is in the weights)")
@@ -60,7 +53,7 @@ def build_model(spec: ModelSpec) -> LSeg:
     try:
         cfg = model_config(spec.name)
         if spec.overrides:
-            cfg = LSegConfig.from_dict(_merge(cfg.to_dict(), spec.overrides))
+            cfg = LSegConfig.from_dict(merge_tree(cfg.to_dict(), spec.overrides))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"model: {e}") from None
     for key, path, what in (

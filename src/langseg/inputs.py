@@ -1,0 +1,166 @@
+"""The input side of the command line: files, folders and globs expanded into images with the
+relative names their outputs take, decoded ahead of the model in background threads."""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import TypeVar
+
+import numpy as np
+
+from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError, load_image
+
+_GLOB_CHARS = "*?["
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def list_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Expand files, directories (recursively) and glob patterns into image paths, sorted per input."""
+    return [item.path for item in expand_inputs(inputs)[0]]
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One image to process and the relative name its outputs are derived from."""
+
+    path: Path  # the file to read
+    rel: PurePath  # path inside the folder (or below the glob's fixed part) it was found in; a file: its name
+    root: str  # name of that folder (used only to tell apart same-named files from different folders)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The leading part of a glob pattern without wildcards (``photos/**/*.jpg`` -> ``photos``)."""
+    fixed: list[str] = []
+    for part in Path(pattern).parts:
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _is_hidden(path: Path, base: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def expand_inputs(
+    inputs: Sequence[str | Path], *, exclude: str | Path | None = None
+) -> tuple[list[InputImage], list[str]]:
+    """Files, folders (recursive) and glob patterns -> images in order, and notes on inputs that gave none.
+
+    Folders and globs yield files with an image suffix, sorted, skipping hidden files and anything
+    under ``exclude`` (the output folder, so a rerun does not read its own outputs). A file named
+    explicitly is always kept, whatever its suffix, so that a bad one is reported by name later. A
+    file reached twice is kept once.
+    """
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found: list[InputImage] = []
+    notes: list[str] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, rel: PurePath, root: str, explicit: bool = False) -> None:
+        key = path.resolve()
+        if key in seen or (not explicit and skip is not None and key.is_relative_to(skip)):
+            return
+        seen.add(key)
+        found.append(InputImage(path, rel, root))
+
+    for item in inputs:
+        text = str(item)
+        p = Path(item).expanduser()
+        if p.is_dir():
+            matches = [
+                q
+                for q in sorted(p.rglob("*"))
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(q, p)
+            ]
+            for q in matches:
+                add(q, PurePath(q.relative_to(p)), p.resolve().name)
+            if not matches:
+                notes.append(f"{text}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+        elif any(ch in text for ch in _GLOB_CHARS) and not p.exists():
+            base = _glob_base(text)
+            matches = [
+                q
+                for q in sorted(Path(m) for m in glob.glob(text, recursive=True))
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+            ]
+            for q in matches:
+                add(
+                    q,
+                    PurePath(q.relative_to(base)) if q.is_relative_to(base) else PurePath(q.name),
+                    base.resolve().name,
+                )
+            if not matches:
+                notes.append(f"{text}: the pattern matched no images")
+        else:
+            add(p, PurePath(p.name), p.resolve().parent.name, explicit=True)
+    return found, notes
+
+
+@dataclass
+class Decoded:
+    """An input after decoding: the RGB pixels, or the error that made it unusable."""
+
+    item: InputImage
+    image: np.ndarray | None  # (H, W, 3) uint8, upright
+    error: ImageError | None
+    seconds: float  # time spent decoding
+
+
+def _decode(item: InputImage, max_pixels: int | None, background: tuple[int, int, int]) -> Decoded:
+    start = time.perf_counter()
+    try:
+        img = np.array(load_image(item.path, max_pixels=max_pixels, background=background))  # writable
+        return Decoded(item, img, None, time.perf_counter() - start)
+    except ImageError as e:
+        return Decoded(item, None, e, time.perf_counter() - start)
+
+
+def prefetch_map(
+    fn: Callable[[T], R], items: Iterable[T], *, workers: int = 2, depth: int = 4
+) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``depth`` results pending.
+
+    Memory stays bounded by ``depth`` items however long ``items`` is. An exception raised by ``fn``
+    surfaces when its item is reached; stopping early cancels the work not yet started.
+    """
+    if workers < 1 or depth < 1:
+        raise ValueError(f"workers and depth must be at least 1, got {workers} and {depth}")
+    pending: deque[Future[R]] = deque()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="langseg-prefetch") as pool:
+        try:
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+def iter_decoded(
+    items: Sequence[InputImage],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+    prefetch: int = 4,
+    workers: int = 2,
+) -> Iterator[Decoded]:
+    """Decode images in background threads, ``prefetch`` ahead of the consumer, yielding in order.
+
+    At most ``prefetch`` decoded images wait in memory. A bad file yields a :class:`Decoded` with
+    its ``error`` instead of raising, so the caller can report it and go on.
+    """
+    return prefetch_map(
+        lambda item: _decode(item, max_pixels, background), items, workers=workers, depth=prefetch
+    )
