@@ -387,8 +387,8 @@ def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: Fast
 
 
 # the parts of a forward each path changes (``--ablation-scope parts``)
-PARTS = {"fused_attn": ("block",), "fold_bn": ("decoder",), "conv_first": ("decoder",)}
-PARTS |= {"compose_head": ("decoder",), "late_normalize": ("decoder",)}
+PARTS = {"fused_attn": ("block",), "fold_bn": ("decoder",), "compose_head": ("decoder",)}
+PARTS |= {"late_normalize": ("decoder",)}
 
 
 class _Fixed:

@@ -34,7 +34,6 @@ class FastPaths:
 
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
-    conv_first: bool = True  # decoder 1x1 convs run before the x2 upsampling (4x fewer FLOPs)
     compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
     late_normalize: bool = True  # logits = s (e . t) / |e|: the (B, D, h, w) map is never rescaled
 
@@ -98,7 +97,7 @@ class LSeg(nn.Module):
         self.fast_paths = paths
         if hasattr(self.image_encoder, "set_fused_attn"):  # the ViT trunk; ResNet has none
             self.image_encoder.set_fused_attn(paths.fused_attn)
-        self.neck.set_fast_paths(fold_bn=paths.fold_bn, conv_first=paths.conv_first)
+        self.neck.set_fold_bn(paths.fold_bn)
         return paths
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
