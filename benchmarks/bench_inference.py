@@ -494,7 +494,11 @@ def run_ablation(model: LSeg, args: argparse.Namespace, device: torch.device) ->
                 if not by_parts:
                     forward.append(t["baseline"])
                 diffs[name] = float((outs[name].float() - outs["baseline"].float()).abs().max())
-            print(f"  round {r + 1}/{args.iters} done", flush=True)
+            done = " ".join(f"{n} {pairs[n][-1][0] / pairs[n][-1][1]:.3f}" for n in names[1:])
+            print(
+                f"  round {r + 1}/{args.iters}, time(baseline) / time(flipped), timed part: {done}",
+                flush=True,
+            )
     model.set_fast_paths(FastPaths())
     base = statistics.median(forward)
     rows = []
