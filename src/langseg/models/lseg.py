@@ -20,7 +20,6 @@ from .text import CLIPTextEncoder, clip_fp16, expand_prompts
 Labels = Sequence[str | Sequence[str]]
 
 _TEXT_CACHE_SIZE = 32  # label lists whose embeddings each model keeps
-_NORM_EPS = 1e-12  # F.normalize's epsilon
 NUMERICS = ("fp32", "official")  # see LSeg.set_numerics
 
 
@@ -29,17 +28,17 @@ class FastPaths:
     """Inference fast paths of :class:`LSeg`; all on by default, all off in :meth:`reference`.
 
     Each computes the same function as the official op order, rearranged; outputs differ by float
-    rounding only (measured bounds in docs/performance.md, checked in tests/test_fast_paths.py).
+    rounding only (checked in tests/test_fast_paths.py). Each earned its place in the ablation of
+    docs/performance.md (>= 3 % of a CPU forward, or a clear GPU reason).
     """
 
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
     compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
-    late_normalize: bool = True  # logits = s (e . t) / |e|: the (B, D, h, w) map is never rescaled
 
     @classmethod
     def reference(cls) -> FastPaths:
-        """The official op order (explicit attention, nothing cached, folded or merged)."""
+        """The official op order (explicit attention, BatchNorm run, nothing merged)."""
         return cls(**{f.name: False for f in dataclasses.fields(cls)})
 
 
@@ -255,10 +254,7 @@ class LSeg(nn.Module):
         """``(B, D, h, w)`` unit-norm pixels, ``(K, D)`` or ``(B, K, D)`` unit-norm text -> ``(B, K, h, w)``."""
         if self.numerics == "official":
             return self._regularize(self._official_similarity(pixel_embeddings, text))
-        if self.fast_paths.late_normalize:  # scale the (K, D) text, not the (B, D, h, w) pixels
-            logits = _similarity(pixel_embeddings, text.to(pixel_embeddings.dtype) * self.logit_scale)
-        else:
-            logits = _similarity(pixel_embeddings * self.logit_scale, text.to(pixel_embeddings.dtype))
+        logits = _similarity(pixel_embeddings * self.logit_scale, text.to(pixel_embeddings.dtype))
         return self._regularize(logits.float())
 
     def _official_similarity(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -293,10 +289,6 @@ class LSeg(nn.Module):
         emb = embeddings.float()
         if self.numerics == "official":
             logits = self.logits_lowres(emb / emb.norm(dim=1, keepdim=True), text)  # no epsilon, as official
-        elif self.fast_paths.late_normalize:
-            # s (e / |e|) . t == (e . s t) / |e|: one pass over the map for |e|, then (B, K, h, w) work
-            inv_norm = emb.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS).reciprocal()  # (B, 1, h, w)
-            logits = self._regularize(_similarity(emb, text.float() * self.logit_scale) * inv_norm)
         else:
             logits = self.logits_lowres(F.normalize(emb, dim=1), text.float())
         return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
