@@ -387,7 +387,10 @@ def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: Fast
 
 
 # the parts of a forward each path changes (``--ablation-scope parts``)
-PARTS = {"fused_attn": ("block",), "fold_bn": ("decoder",), "compose_head": ("decoder",)}
+PARTS = {
+    "fused_attn": ("block",),
+    "fold_bn": ("decoder",),
+}
 
 
 class _Fixed:

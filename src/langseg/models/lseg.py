@@ -34,7 +34,6 @@ class FastPaths:
 
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
-    compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
 
     @classmethod
     def reference(cls) -> FastPaths:
@@ -221,18 +220,7 @@ class LSeg(nn.Module):
         """``(B, 3, H, W) -> (B, D, H/2, W/2)`` pixel embeddings, not normalized."""
         self.check_input(images)
         feats = self.image_encoder(images.to(self.pixel_embed.weight.dtype))  # follow the weights' dtype
-        if not self.fast_paths.compose_head:
-            return self.pixel_embed(self.neck(feats))
-        # pixel_embed(out_conv(up(z))) == up(W z + b) with W = W_pe W_out, b = W_pe b_out + b_pe:
-        # both are 1x1 convs and commute with the bilinear upsampling
-        z = self.neck.forward_unfinished(feats)  # (B, F, H/4, W/4)
-        out_conv = self.neck.fusion[0].out_conv
-        with torch.autocast(z.device.type, enabled=False):  # merge in the weights' precision
-            w_pe = self.pixel_embed.weight.flatten(1)  # (D, F)
-            weight = (w_pe @ out_conv.weight.flatten(1))[:, :, None, None]  # (D, F, 1, 1)
-            bias = w_pe @ out_conv.bias + self.pixel_embed.bias  # (D,)
-        emb = F.conv2d(z, weight.to(memory_format=_memory_format(z)), bias)  # (B, D, H/4, W/4)
-        return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.pixel_embed(self.neck(feats))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, D, H/2, W/2)`` unit-norm per-pixel embeddings (normalized images in)."""
@@ -299,10 +287,3 @@ def _similarity(pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     if text.ndim == 2:
         return torch.einsum("bdhw,kd->bkhw", pixels, text)
     return torch.einsum("bdhw,bkd->bkhw", pixels, text)
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """``channels_last`` for an NHWC-strided map (so a derived conv weight matches it), else contiguous."""
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
