@@ -37,7 +37,7 @@ class FastPaths:
 
     @classmethod
     def reference(cls) -> FastPaths:
-        """The official op order (explicit attention, BatchNorm run, nothing merged)."""
+        """The official op order (explicit softmax attention, BatchNorm run unfolded)."""
         return cls(**{f.name: False for f in dataclasses.fields(cls)})
 
 
