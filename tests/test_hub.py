@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,36 @@ def test_interrupted_download_resumes(server, official_bytes, tmp_path):
     out = fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
     assert (out / "model.safetensors").is_file()
     assert server.log[-1][1] == f"bytes={len(official_bytes) // 3}-"  # the second request asked for the rest
+
+
+def test_concurrent_first_fetches_download_once(server, official_bytes, tmp_path, monkeypatch):
+    """Two first fetches at once (two ranks, two array tasks): one download, both get the weights."""
+    registry = _entry(server, official_bytes)
+    serve = _Handler.do_GET
+
+    def slow_get(handler):  # keep the first download busy while the second fetch starts
+        time.sleep(0.5)
+        serve(handler)
+
+    monkeypatch.setattr(_Handler, "do_GET", slow_get)
+    start = threading.Barrier(2)
+    results: list[Path | BaseException] = []
+
+    def one() -> None:
+        start.wait()
+        try:
+            results.append(fetch("tiny-test", registry=registry, cache=tmp_path, progress=False))
+        except BaseException as e:  # noqa: BLE001 (reported by the assertion below)
+            results.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == [tmp_path / "tiny-test"] * 2
+    assert [path for path, _ in server.log] == ["/tiny.ckpt"]  # one request in all
+    assert langseg.load_model(results[0]).config.labels == ("cat", "dog")
 
 
 def test_checksum_mismatch_is_refused(server, official_bytes, tmp_path):

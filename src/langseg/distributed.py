@@ -101,14 +101,17 @@ def world() -> tuple[int, int]:
 
 
 def split(items: Sequence[T], rank: int, world_size: int) -> list[T]:
-    """This rank's share of ``items``: every ``world_size``-th item from ``rank`` on.
+    """This rank's share of ``items``: the ``rank``-th of ``world_size`` contiguous slices.
 
     Every item goes to exactly one rank, also when ``len(items)`` is not a multiple of the world size;
-    shares differ in length by at most one.
+    shares differ in length by at most one (the first ``len % world_size`` ranks take one more).
+    Contiguous slices keep neighbours together: consecutive video frames, files of one folder.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside a world of {world_size}")
-    return list(items[rank::world_size])
+    base, extra = divmod(len(items), world_size)
+    start = rank * base + min(rank, extra)
+    return list(items[start : start + base + (rank < extra)])
 
 
 def barrier() -> None:

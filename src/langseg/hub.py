@@ -8,6 +8,7 @@ and the original is removed unless ``keep_original``.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from .errors import LangsegError
@@ -152,6 +154,36 @@ def cache_dir() -> Path:
     return Path(base) / "langseg"
 
 
+def _one_fetch_at_a_time(fetch_fn):
+    """Run ``fetch`` for one cache entry in one process at a time (a lock file beside the entry).
+
+    Ranks of one job, SLURM array tasks and two shells that fetch the same name share the cache's
+    ``.part`` file and conversion folder; the second waits for the first and then finds the entry
+    ready. An entry already in the cache is returned without the lock (a read-only cache works).
+    """
+
+    @functools.wraps(fetch_fn)
+    def locked(name: str, *args: Any, cache: str | Path | None = None, **kwargs: Any) -> Path:
+        root = Path(cache) if cache is not None else cache_dir()
+        out = root / name
+        ready = (out / WEIGHTS_NAME).is_file() and (out / CONFIG_NAME).is_file()
+        if ready or name not in kwargs.get("registry", REGISTRY):  # unknown names fail in fetch
+            return fetch_fn(name, *args, cache=cache, **kwargs)
+        root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(root / f".{name}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another process is fetching %s; waiting for it (%s)", name, lock.lock_file)
+            lock.acquire()
+        try:
+            return fetch_fn(name, *args, cache=cache, **kwargs)
+        finally:
+            lock.release()
+
+    return locked
+
+
 def _manual_hint(entry: WeightsEntry, target: Path) -> str:
     return (
         f"Download {entry.filename} by hand from {entry.page} and either put it at {target} "
@@ -258,3 +290,6 @@ def fetch(
     if not keep_original:
         raw.unlink()
     return out
+
+
+fetch = _one_fetch_at_a_time(fetch)

@@ -14,7 +14,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from .errors import LangsegError
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError, load_image
+from .video import VIDEO_SUFFIXES, FrameReader, VideoError, is_video, list_frames
 
 _GLOB_CHARS = "*?["
 T = TypeVar("T")
@@ -33,6 +35,7 @@ class InputImage:
     path: Path  # the file to read
     rel: PurePath  # path inside the folder (or below the glob's fixed part) it was found in; a file: its name
     root: str  # name of that folder (used only to tell apart same-named files from different folders)
+    frame: int | None = None  # a video frame's index (presentation order); None for a picture file
 
 
 def _glob_base(pattern: str) -> Path:
@@ -50,26 +53,40 @@ def _is_hidden(path: Path, base: Path) -> bool:
 
 
 def expand_inputs(
-    inputs: Sequence[str | Path], *, exclude: str | Path | None = None
+    inputs: Sequence[str | Path], *, exclude: str | Path | None = None, every: int = 1
 ) -> tuple[list[InputImage], list[str]]:
     """Files, folders (recursive) and glob patterns -> images in order, and notes on inputs that gave none.
 
     Folders and globs yield files with an image suffix, sorted, skipping hidden files and anything
     under ``exclude`` (the output folder, so a rerun does not read its own outputs). A file named
     explicitly is always kept, whatever its suffix, so that a bad one is reported by name later. A
-    file reached twice is kept once.
+    file reached twice is kept once. A video (``.mp4``, ``.mkv``, ...) gives every ``every``-th frame,
+    named ``<video>/<index>_<ms>ms``; a video that cannot be read gives a note naming it.
     """
     skip = Path(exclude).resolve() if exclude is not None else None
     found: list[InputImage] = []
     notes: list[str] = []
     seen: set[Path] = set()
 
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    wanted = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+
     def add(path: Path, rel: PurePath, root: str, explicit: bool = False) -> None:
         key = path.resolve()
         if key in seen or (not explicit and skip is not None and key.is_relative_to(skip)):
             return
         seen.add(key)
-        found.append(InputImage(path, rel, root))
+        if not is_video(path):
+            found.append(InputImage(path, rel, root))
+            return
+        try:
+            frames = list_frames(path, every=every)
+        except VideoError as e:
+            notes.append(str(e))
+            return
+        stem = rel.with_suffix("")
+        found.extend(InputImage(path, stem / f.name, root, f.index) for f in frames)
 
     for item in inputs:
         text = str(item)
@@ -78,18 +95,18 @@ def expand_inputs(
             matches = [
                 q
                 for q in sorted(p.rglob("*"))
-                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(q, p)
+                if q.is_file() and q.suffix.lower() in wanted and not _is_hidden(q, p)
             ]
             for q in matches:
                 add(q, PurePath(q.relative_to(p)), p.resolve().name)
             if not matches:
-                notes.append(f"{text}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+                notes.append(f"{text}: no images or videos in this folder (looked for {', '.join(wanted)})")
         elif any(ch in text for ch in _GLOB_CHARS) and not p.exists():
             base = _glob_base(text)
             matches = [
                 q
                 for q in sorted(Path(m) for m in glob.glob(text, recursive=True))
-                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                if q.is_file() and q.suffix.lower() in wanted
             ]
             for q in matches:
                 add(
@@ -104,6 +121,36 @@ def expand_inputs(
     return found, notes
 
 
+def read_inputs_file(path: str | Path) -> list[str]:
+    """Inputs listed in a text file, one per line (``#`` comments and blank lines ignored).
+
+    Relative entries are taken relative to the file's folder, so a list travels with its data.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LangsegError(f"{path}: cannot read the input list ({e.__class__.__name__}: {e})") from None
+    base = path.parent
+    entries = [line.strip() for line in lines]
+    return [
+        str(base / e) if not Path(e).expanduser().is_absolute() else e
+        for e in entries
+        if e and not e.startswith("#")
+    ]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``: the I-th of N deterministic slices of the inputs."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"expected I/N like 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
 @dataclass
 class Decoded:
     """An input after decoding: the RGB pixels, or the error that made it unusable."""
@@ -114,13 +161,26 @@ class Decoded:
     seconds: float  # time spent decoding
 
 
-def _decode(item: InputImage, max_pixels: int | None, background: tuple[int, int, int]) -> Decoded:
+def _decode(
+    item: InputImage,
+    max_pixels: int | None,
+    background: tuple[int, int, int],
+    readers: dict[Path, FrameReader],
+) -> Decoded:
     start = time.perf_counter()
     try:
-        img = np.array(load_image(item.path, max_pixels=max_pixels, background=background))  # writable
+        if item.frame is not None:
+            img = readers[item.path].get(item.frame)
+        else:
+            img = np.array(load_image(item.path, max_pixels=max_pixels, background=background))  # writable
         return Decoded(item, img, None, time.perf_counter() - start)
-    except ImageError as e:
-        return Decoded(item, None, e, time.perf_counter() - start)
+    except (ImageError, VideoError) as e:
+        return Decoded(
+            item,
+            None,
+            ImageError(f"{e} ({item.rel})") if item.frame is not None else e,
+            time.perf_counter() - start,
+        )
 
 
 def prefetch_map(
@@ -159,8 +219,21 @@ def iter_decoded(
     """Decode images in background threads, ``prefetch`` ahead of the consumer, yielding in order.
 
     At most ``prefetch`` decoded images wait in memory. A bad file yields a :class:`Decoded` with
-    its ``error`` instead of raising, so the caller can report it and go on.
+    its ``error`` instead of raising, so the caller can report it and go on. Video frames are decoded
+    by one forward reader per video (:class:`~langseg.video.FrameReader`), never by seeking.
     """
-    return prefetch_map(
-        lambda item: _decode(item, max_pixels, background), items, workers=workers, depth=prefetch
-    )
+    frames: dict[Path, list[int]] = {}
+    for item in items:
+        if item.frame is not None:
+            frames.setdefault(item.path, []).append(item.frame)
+    readers = {path: FrameReader(path, indices) for path, indices in frames.items()}
+    try:
+        yield from prefetch_map(
+            lambda item: _decode(item, max_pixels, background, readers),
+            items,
+            workers=workers,
+            depth=prefetch,
+        )
+    finally:
+        for reader in readers.values():
+            reader.close()

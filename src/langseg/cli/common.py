@@ -8,10 +8,13 @@ Not a command itself (no ``register``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..presets import PRESETS
 
 COLORS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 
@@ -57,6 +60,13 @@ def scales_arg(text: str) -> tuple[float, ...]:
     return values
 
 
+def base_size_arg(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: each image's own long side), got {value}")
+    return value
+
+
 def color_arg(text: str) -> tuple[int, int, int]:
     if text.lower() in COLORS:
         return COLORS[text.lower()]
@@ -69,14 +79,46 @@ def color_arg(text: str) -> tuple[int, int, int]:
     return rgb  # type: ignore[return-value]
 
 
+def shard_arg(text: str) -> tuple[int, int]:
+    from ..inputs import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 # --------------------------------------------------------------------------- shared options
 def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     """Inputs, weights, device and protocol options shared by ``segment`` and ``features``."""
     p.add_argument(
         "inputs",
-        nargs="+",
-        metavar="IMAGES_OR_DIRS",
-        help="image files, folders (searched recursively) or quoted glob patterns",
+        nargs="*",
+        metavar="INPUTS",
+        help="image or video files, folders (searched recursively) or quoted glob patterns",
+    )
+    p.add_argument(
+        "--inputs-from",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="read more inputs from FILE, one per line ('#' comments; relative paths are relative "
+        "to FILE's folder): large lists without shell globbing",
+    )
+    p.add_argument(
+        "--every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="take every N-th frame of video inputs (default: 1, every frame)",
+    )
+    p.add_argument(
+        "--shard",
+        type=shard_arg,
+        default=None,
+        metavar="I/N",
+        help="process only the I-th of N equal, deterministic slices of the inputs (0 <= I < N), "
+        "e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; outputs are named as in a full run",
     )
     if default_out is None:
         p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
@@ -142,6 +184,13 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
         "per call with --multi-scale/--sliding-window (default 8)",
     )
     p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="extraction recipe of a project by name (sizes, scales, flip; see docs/cli.md); options "
+        "given explicitly override it",
+    )
+    p.add_argument(
         "--multi-scale",
         action="store_true",
         help="the official evaluator: scales 0.5-1.75 of a 520 base, 480 sliding windows, flip",
@@ -164,10 +213,30 @@ def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) ->
         help="scales for --multi-scale (default: 0.5,0.75,1,1.25,1.5,1.75)",
     )
     p.add_argument(
+        "--base-size",
+        type=base_size_arg,
+        default=None,
+        metavar="N",
+        help="with --multi-scale: the long side at scale 1 (default: 520); 0: each image's own long side",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=window_arg,
+        default=None,
+        metavar="N",
+        help="with --multi-scale: the side of the square windows the network sees (default: 480)",
+    )
+    p.add_argument(
         "--flip",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="add the horizontally flipped run (default: on with --multi-scale, off without)",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process per GPU: join the process group of SLURM srun (automatic under torchrun); "
+        "the inputs are split between the processes",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
@@ -186,27 +255,89 @@ class Session:
     protocol: dict[str, Any]  # preprocessing and test-time augmentation, for the records
 
 
-def plan_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
-    """Check option combinations, then inputs -> (images, output stems, notes on inputs that gave nothing).
+def join_ranks(args: argparse.Namespace):
+    """This process's :class:`~langseg.distributed.Place`: joins the launcher's process group under
+    torchrun (a world of more than one) or with ``--distributed``; sets ``args.device`` to the rank's."""
+    from ..distributed import Place, init_distributed, launcher_env
 
+    env = launcher_env()
+    torchrun = env is not None and "RANK" in os.environ and env["world_size"] > 1
+    if not (args.distributed or torchrun):
+        return Place(args.device)
+    device = None if args.device == "auto" else args.device
+    place = init_distributed(device)
+    args.device = place.device
+    return place
+
+
+def plan_inputs(args: argparse.Namespace, place) -> tuple[list[Any], list[Any], list[str]]:
+    """Check option combinations, then inputs -> (this process's images, their output stems, notes on
+    inputs that gave nothing): :func:`all_inputs`, then :func:`this_slice`."""
+    items, stems, notes = all_inputs(args)
+    items, stems = this_slice(args, place, items, stems)
+    return items, stems, notes if place.is_main else []
+
+
+def all_inputs(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[str]]:
+    """Check option combinations, then the whole input list -> (images, output stems, notes).
+
+    Stems are derived from the whole list, so every slice names files exactly as a single run would.
     Raises :class:`LangsegError` when no image is found: all before any weights are loaded.
     """
     from ..errors import LangsegError
-    from ..inputs import expand_inputs
+    from ..inputs import expand_inputs, read_inputs_file
     from ..outputs import output_stems
 
     if args.overwrite and args.skip_existing:
         raise LangsegError("--overwrite and --skip-existing contradict each other; pass one")
-    if args.scales and not args.multi_scale:
-        raise LangsegError("--scales needs --multi-scale")
+    apply_preset_to(args)
+    for option, value in (
+        ("--scales", args.scales),
+        ("--base-size", args.base_size),
+        ("--crop-size", args.crop_size),
+    ):
+        if value is not None and not args.multi_scale:
+            hint = " (with --sliding-window, give the window side to it)" if option == "--crop-size" else ""
+            raise LangsegError(f"{option} needs --multi-scale or a --preset{hint}")
     if args.multi_scale and args.sliding_window:
         raise LangsegError("--multi-scale and --sliding-window are two protocols; pass one")
     if args.out.exists() and not args.out.is_dir():
         raise LangsegError(f"--out {args.out} is a file; give a folder")
-    items, notes = expand_inputs(args.inputs, exclude=args.out)
+    inputs = list(args.inputs)
+    if args.inputs_from is not None:
+        inputs += read_inputs_file(args.inputs_from)
+    if not inputs:
+        raise LangsegError("no inputs: give image/video files, folders or patterns, or --inputs-from FILE")
+    items, notes = expand_inputs(inputs, exclude=args.out, every=args.every)
     if not items:
         raise LangsegError("no images to process: " + "; ".join(notes or ["no inputs"]))
     return items, output_stems(items), notes
+
+
+def this_slice(args: argparse.Namespace, place, items: list[Any], stems: list[Any]) -> tuple[list, list]:
+    """The ``--shard`` slice of the whole list, then this rank's contiguous part of it."""
+    from ..distributed import split
+    from ..errors import LangsegError
+
+    if args.shard is not None:
+        index, count = args.shard
+        total = len(items)
+        items, stems = split(items, index, count), split(stems, index, count)
+        if not items:
+            raise LangsegError(f"--shard {index}/{count}: this slice of the {total} inputs is empty")
+    return split(items, place.rank, place.world_size), split(stems, place.rank, place.world_size)
+
+
+def apply_preset_to(args: argparse.Namespace) -> None:
+    """Fill the options the user left unset from ``--preset`` (explicit options win); features'
+    ``--resolution`` then defaults to half."""
+    from ..presets import apply_preset
+
+    given = {k: v for k, v in vars(args).items() if k != "func"}
+    for key, value in apply_preset(getattr(args, "preset", None), given).items():
+        setattr(args, key, value)
+    if hasattr(args, "resolution") and args.resolution is None:
+        args.resolution = "half"
 
 
 def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:
@@ -217,7 +348,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     from ..errors import LangsegError
     from ..inference import OFFICIAL_SCALES
     from ..provenance import weights_record
-    from ..weights import TOY_WEIGHTS, load_model, resolve_weights
+    from ..weights import TOY_WEIGHTS, load_model
 
     # Our --max-pixels check runs first; Pillow's process-wide guard refuses above twice its own
     # limit, so lift that when the user allows more (the CLI owns this process).
@@ -226,7 +357,7 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
     elif Image.MAX_IMAGE_PIXELS is not None and args.max_pixels > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = args.max_pixels
     spec = args.weights or TOY_WEIGHTS
-    path = resolve_weights(spec)
+    path = _resolve_once(spec)
     try:
         model = load_model(path, device=args.device)
     except ValueError as e:  # an unknown or unavailable device
@@ -243,6 +374,8 @@ def open_session(args: argparse.Namespace, templates: list[str] | None) -> Sessi
         ms = MultiScaleConfig(
             scales=args.scales or OFFICIAL_SCALES,
             flip=args.flip is not False,
+            base_size=520 if args.base_size is None else (args.base_size or None),
+            crop_size=args.crop_size or 480,
             batch_size=args.batch_size or 8,
         )
     elif args.sliding_window:
@@ -276,6 +409,7 @@ def _protocol(args: argparse.Namespace, predictor, numerics: str) -> dict[str, A
         "mean": list(cfg.mean),
         "std": list(cfg.std),
         "padding": "bottom/right to a multiple of 32 with -mean/std (black); outputs cropped back",
+        "preset": args.preset,
         "mode": "multi-scale" if args.multi_scale else "sliding-window" if ms else "single-scale",
         "multi_scale": None
         if ms is None
@@ -292,6 +426,20 @@ def _protocol(args: argparse.Namespace, predictor, numerics: str) -> dict[str, A
         "numerics": numerics,
         "device": str(predictor.device),
     }
+
+
+def _resolve_once(spec: str):
+    """Resolve (and if needed download) weights on rank 0 first, so ranks never fetch at once."""
+    from ..distributed import barrier, world
+    from ..weights import resolve_weights
+
+    rank, _ = world()
+    if rank != 0:
+        barrier()  # rank 0 is fetching
+    path = resolve_weights(spec, progress=rank == 0)
+    if rank == 0:
+        barrier()
+    return path
 
 
 def batched(iterable, n: int):
@@ -405,25 +553,46 @@ class Report:
         tqdm.write(f"langseg: skipped {message}", file=sys.stderr)
 
     def summary(self, verb: str, seconds: float, out: Path) -> int:
-        rate = self.done / seconds if seconds > 0 else 0.0
+        """Print the totals (summed over all processes, by rank 0 alone) and return the exit status,
+        the same on every rank. Each process reported its own skipped inputs as they happened."""
+        from ..distributed import all_reduce, world
+
+        done, kept, skipped = self.done, self.kept, len(self.skipped)
+        rank, size = world()
+        if size > 1:
+            import torch
+
+            totals = all_reduce(torch.tensor([done, kept, skipped], dtype=torch.int64))
+            done, kept, skipped = (int(v) for v in totals)
+            if rank != 0:
+                return 1 if skipped else 0
+        rate = done / seconds if seconds > 0 else 0.0
+        processes = f" on {size} processes" if size > 1 else ""
         print(
-            f"{verb} {self.done} image{'s' if self.done != 1 else ''} in {seconds:.1f} s "
-            f"({rate:.2f} images/s) -> {out}"
+            f"{verb} {done} image{'s' if done != 1 else ''} in {seconds:.1f} s "
+            f"({rate:.2f} images/s{processes}) -> {out}"
         )
-        if self.kept:
-            print(f"kept {self.kept} already done (--skip-existing)")
-        if self.skipped:
-            print(
-                f"skipped {len(self.skipped)} input{'s' if len(self.skipped) != 1 else ''}:", file=sys.stderr
-            )
+        if kept:
+            print(f"kept {kept} already done (--skip-existing)")
+        if skipped:
+            print(f"skipped {skipped} input{'s' if skipped != 1 else ''}:", file=sys.stderr)
             for message in self.skipped[:20]:
                 print(f"  {message}", file=sys.stderr)
             if len(self.skipped) > 20:
                 print(f"  ... and {len(self.skipped) - 20} more", file=sys.stderr)
-        return 1 if self.skipped else 0
+            if skipped > len(self.skipped):
+                print(
+                    f"  ({skipped - len(self.skipped)} reported above by the other processes)",
+                    file=sys.stderr,
+                )
+        return 1 if skipped else 0
 
 
 def progress(total: int, unit: str = "img"):
+    """A progress bar on stderr (rank 0 only, for its own share, when several processes run)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit=unit, file=sys.stderr, disable=None, dynamic_ncols=True)
+    from ..distributed import world
+
+    disable = None if world()[0] == 0 else True
+    return tqdm(total=total, unit=unit, file=sys.stderr, disable=disable, dynamic_ncols=True)

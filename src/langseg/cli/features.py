@@ -16,12 +16,15 @@ from typing import Any
 from .common import (
     Report,
     add_common_arguments,
+    all_inputs,
     decoded_batches,
     images_per_call,
+    join_ranks,
     open_session,
-    plan_inputs,
+    positive_int,
     progress,
     run_batch,
+    this_slice,
 )
 
 ORDER = 20
@@ -29,17 +32,23 @@ ORDER = 20
 INDEX_NAME = "index.json"
 SUFFIXES = {"npy": ".npy", "safetensors": ".safetensors", "pt": ".pt"}
 INDEX_EVERY = 25  # rewrite index.json after this many new images, so an interrupted run keeps one
+PCA_SAMPLE_IMAGES = 32  # the dataset-wide PCA basis is fitted on this many inputs, evenly spread
+PCA_SAMPLE_VECTORS = 262_144  # ... and on at most this many pixel vectors of them in all
+LAYOUTS = {"chw": "(D, h, w)", "hwc": "(h, w, D)"}
 
 EPILOG = """examples:
   langseg features frames/ --out feats/ --weights lseg-demo-vitl16
   langseg features "scans/*.jpg" --out feats/ --resolution full --dtype float32 --format safetensors
   langseg features frames/ --out feats/ --batch-size 8 --device cuda
   langseg features photo.jpg --out feats/ --resolution 640x480 --pca-preview --multi-scale
+  langseg features scan/color/ --out feats/ --preset openscene --weights lseg-demo-vitl16
+  langseg features frames/ --out feats/ --layout hwc --pca-dim 64 --pca-preview
+  torchrun --nproc-per-node 8 -m langseg features --inputs-from frames.txt --out feats/
 
 reading the output (numpy):
   import json, numpy as np
   index = json.load(open("feats/index.json"))
-  f = np.load("feats/" + index["images"][0]["file"])   # (D, h, w), unit norm over D
+  f = np.load("feats/" + index["images"][0]["file"])   # (D, h, w), unit norm over D (--layout chw)
 
 exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights.
 """
@@ -74,9 +83,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resolution",
         type=resolution_arg,
-        default="half",
+        default=None,
         metavar="half|full|WxH",
-        help="feature map size (default: half)",
+        help="feature map size (default: half, or the --preset's)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=sorted(LAYOUTS),
+        default="chw",
+        help="array layout: chw = (D, h, w), hwc = (h, w, D) as ConceptFusion reads (default: chw)",
+    )
+    p.add_argument(
+        "--pca-dim",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help=f"store K principal components instead of the D channels: one basis for the whole run, "
+        f"fitted on {PCA_SAMPLE_IMAGES} inputs spread over the list (at most {PCA_SAMPLE_VECTORS} pixel "
+        "vectors), saved as pca.safetensors (mean, components, explained variance)",
     )
     p.add_argument(
         "--dtype",
@@ -88,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pca-preview",
         action="store_true",
-        help="also write NAME.pca.png: the top 3 principal components of the features as RGB",
+        help="also write NAME.pca.png: the top 3 principal components of the features as RGB, "
+        "one basis and colour scale for the whole run (pca.safetensors)",
     )
     p.set_defaults(func=run)
 
@@ -103,17 +128,35 @@ def _settings(args: argparse.Namespace, session) -> dict[str, Any]:
         "resolution": res,
         "dtype": args.dtype,
         "format": args.format,
-        "layout": "(D, h, w) channels first; unit L2 norm over D at every pixel",
+        "layout": f"{LAYOUTS[args.layout]}; "
+        + (
+            f"D = {args.pca_dim} PCA coordinates (see pca)"
+            if args.pca_dim
+            else "unit L2 norm over D at every pixel"
+        ),
         "embed_dim": session.predictor.model.config.embed_dim,
+        "pca": None,  # filled in by _pca_basis when --pca-dim or --pca-preview
     }
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import close_distributed
+
+    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
+    try:
+        return _run(args, place)
+    finally:
+        close_distributed()
+
+
+def _run(args: argparse.Namespace, place) -> int:
     from ..errors import LangsegError
     from ..outputs import existing, output_path
 
-    items, stems, notes = plan_inputs(args)
-    index_path = args.out / INDEX_NAME
+    every_item, every_stem, notes = all_inputs(args)
+    items, stems = this_slice(args, place, every_item, every_stem)
+    notes = notes if place.is_main else []
+    index_path = args.out / _index_name(args.shard)
     files = {
         item: (
             output_path(args.out, stem, SUFFIXES[args.format]),
@@ -130,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             )
     session = open_session(args, templates=None)
     settings = _settings(args, session)
+    basis = _pca_basis(args, session, settings, every_item) if (args.pca_dim or args.pca_preview) else None
     previous = _previous_entries(index_path, settings) if args.skip_existing else {}
     report = Report(notes)
     entries: dict[str, dict[str, Any]] = {}
@@ -143,15 +187,39 @@ def run(args: argparse.Namespace) -> int:
         else:
             todo.append(item)
     order = {_rel(files[item][0], args.out): i for i, item in enumerate(items)}
-    return _export(args, session, settings, todo, files, entries, order, report, index_path)
+    return _export(args, session, settings, todo, files, entries, order, report, index_path, basis)
 
 
 def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
+def _index_name(shard: tuple[int, int] | None) -> str:
+    """``index.json``; ``index.shard{I}of{N}.json`` for ``--shard I/N``, so the tasks of a job array
+    can share one output folder without communicating (their indexes together list every input)."""
+    return INDEX_NAME if shard is None else f"index.shard{shard[0]}of{shard[1]}.json"
+
+
+def _part_path(index_path: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a multi-process run keeps its share of the index until rank 0 merges."""
+    return index_path.with_name(f"{index_path.stem}.rank{rank}.json")
+
+
+def _parts(index_path: Path) -> list[Path]:
+    """Index parts of ``index_path`` left in its folder (by this run, or a killed one)."""
+    return sorted(index_path.parent.glob(f"{index_path.stem}.rank*.json"))
+
+
 def _previous_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Entries of an earlier run's index (for --skip-existing); its settings must match this run's."""
+    """Entries of an earlier run's index (for --skip-existing), including the per-rank parts a killed
+    multi-process run left; their settings must match this run's."""
+    entries: dict[str, dict[str, Any]] = {}
+    for path in [index_path, *_parts(index_path)]:
+        entries.update(_index_entries(path, settings))
+    return entries
+
+
+def _index_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     import json
 
     from ..errors import LangsegError
@@ -186,16 +254,92 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-def _export(args, session, settings, todo, files, entries, order, report: Report, index_path: Path) -> int:
+def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
+    """The run's one PCA basis: loaded from ``--out``/pca.safetensors when it was fitted with these
+    settings, else fitted on a deterministic sample of the whole input list and saved there.
+
+    A file lock makes one process fit while the others (ranks, array tasks, a second shell) wait and
+    then load the same file, so every frame of every process is projected on one basis. A basis made
+    with other settings is refused unless ``--overwrite``. Sets ``settings["pca"]``.
+    """
+    import hashlib
+
+    from filelock import FileLock
+
+    from ..errors import LangsegError
+    from ..files import write_bytes
+    from ..inputs import iter_decoded
+    from ..pca import PCA_NAME, fit_basis, load_basis
+
+    embed_dim = session.predictor.model.config.embed_dim
+    if args.pca_dim and args.pca_dim > embed_dim:
+        raise LangsegError(
+            f"--pca-dim {args.pca_dim} exceeds the feature dimension {embed_dim} of these weights"
+        )
+    count = min(len(every_item), PCA_SAMPLE_IMAGES)
+    picks = sorted({round(i * (len(every_item) - 1) / max(count - 1, 1)) for i in range(count)})
+    sample = [every_item[i] for i in picks]
+    names = "\n".join(f"{item.path}#{item.frame}" for item in sample)
+    dim = min(max(args.pca_dim or 0, 3), embed_dim)  # the preview takes the first three
+    info = {
+        "dim": dim,
+        "weights_sha256": str(settings["weights"]["sha256"]),
+        "preprocessing": _comparable(settings["preprocessing"]),
+        "resolution": settings["resolution"],
+        "sample_images": len(sample),
+        "sample_sha256": hashlib.sha256(names.encode()).hexdigest(),
+        "max_vectors": PCA_SAMPLE_VECTORS,
+        "seed": 0,
+    }
+    path = args.out / PCA_NAME
+    args.out.mkdir(parents=True, exist_ok=True)
+    with FileLock(args.out / f".{PCA_NAME}.lock"):
+        basis = load_basis(path) if path.exists() else None
+        if basis is not None and basis.info != info:
+            if not args.overwrite:
+                raise LangsegError(
+                    f"{path} was fitted with other settings or inputs; use another --out or --overwrite"
+                )
+            basis = None
+        if basis is None:
+            predictor = session.predictor
+
+            def maps():
+                decoded = iter_decoded(sample, max_pixels=args.max_pixels, background=args.background)
+                with progress(len(sample)) as bar:
+                    bar.set_description("PCA basis")
+                    for d in decoded:
+                        bar.update(1)
+                        if d.error is None:
+                            yield predictor.features(
+                                d.image, resolution=args.resolution, keep_on_device=False
+                            )
+
+            basis = fit_basis(maps(), dim, per_map=max(1, PCA_SAMPLE_VECTORS // len(sample)), info=info)
+            write_bytes(path, basis.to_bytes(), overwrite=True)
+    settings["pca"] = {
+        **basis.record(),
+        "applied": bool(args.pca_dim),
+        "stored": f"(x - mean) @ components[:{args.pca_dim}].T" if args.pca_dim else None,
+    }
+    return basis
+
+
+def _export(
+    args, session, settings, todo, files, entries, order, report: Report, index_path: Path, basis=None
+) -> int:
     from .. import __version__
+    from ..distributed import world
     from ..files import write_json
 
     batch_size = images_per_call(args, session.predictor)
+    rank, size = world()
+    target = index_path if size == 1 else _part_path(index_path, rank)  # rank 0 merges the parts at the end
 
     def save_index() -> None:
         images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
         index = {"langseg_version": __version__, **settings, "images": images}
-        write_json(index_path, index, overwrite=True)
+        write_json(target, index, overwrite=True)
 
     start = time.perf_counter()
     since_index = 0
@@ -215,7 +359,7 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
             per_image = (time.perf_counter() - t0) / len(ok)
             for d, feats in zip(ok, maps):
                 if feats is not None:
-                    entry = _write(args, predictor, settings, d, feats, files[d.item], per_image)
+                    entry = _write(args, predictor, settings, d, feats, files[d.item], per_image, basis)
                     entries[entry["file"]] = entry
                     report.done += 1
                     since_index += 1
@@ -223,33 +367,67 @@ def _export(args, session, settings, todo, files, entries, order, report: Report
             if since_index >= INDEX_EVERY:
                 save_index()
                 since_index = 0
-    if entries or not index_path.exists():
+    if entries or not target.exists():
         save_index()
+    if size > 1:
+        _merge_index_parts(index_path, rank, size)
+    else:
+        for part in _parts(index_path):  # a killed multi-process run's, now in index.json
+            part.unlink()
     return report.summary("exported features of", time.perf_counter() - start, args.out)
 
 
-def _write(args, predictor, settings, d, feats, files, infer_s: float) -> dict[str, Any]:
+def _merge_index_parts(index_path: Path, rank: int, size: int) -> None:
+    """After every rank has written its part: rank 0 joins them, in rank order (ranks hold contiguous
+    slices of the inputs, so this is the order of a single run), into index.json; parts are removed."""
+    import json
+
+    from ..distributed import barrier
+    from ..files import write_json
+
+    barrier()
+    if rank == 0:
+        parts = [_part_path(index_path, r) for r in range(size)]
+        index = json.loads(parts[0].read_text(encoding="utf-8"))
+        seen = {e["file"] for e in index["images"]}
+        for part in parts[1:]:
+            for entry in json.loads(part.read_text(encoding="utf-8"))["images"]:
+                if entry["file"] not in seen:
+                    index["images"].append(entry)
+                    seen.add(entry["file"])
+        write_json(index_path, index, overwrite=True)
+        for part in parts:
+            part.unlink()
+        stale = _parts(index_path)  # left by an earlier run with more processes
+        for part in stale:
+            part.unlink()
+    barrier()
+
+
+def _write(args, predictor, settings, d, feats, files, infer_s: float, basis=None) -> dict[str, Any]:
     """Write one image's features (and preview) unless kept; return its index entry."""
     import numpy as np
     from PIL import Image
 
     from ..files import write_array, write_image
-    from ..visualize import pca_rgb
 
     feat_path, preview_path = files
     keep = args.skip_existing
     H, W = d.image.shape[:2]
-    array = feats.numpy().astype(np.dtype(args.dtype))
+    values = basis.project(feats)[: args.pca_dim] if args.pca_dim else feats.numpy()
+    if args.layout == "hwc":
+        values = values.transpose(1, 2, 0)
+    array = np.ascontiguousarray(values.astype(np.dtype(args.dtype)))
     meta = {
         "input": str(d.item.path),
         "original_size": f"{W}x{H}",
-        "layout": "(D, h, w)",
+        "layout": LAYOUTS[args.layout],
         "weights_sha256": str(settings["weights"]["sha256"]),
     }
     if not (keep and feat_path.exists()):
         write_array(feat_path, array, args.format, overwrite=args.overwrite, metadata=meta)
     if preview_path is not None and not (keep and preview_path.exists()):
-        write_image(preview_path, Image.fromarray(pca_rgb(feats)), overwrite=args.overwrite)
+        write_image(preview_path, Image.fromarray(basis.preview(feats)), overwrite=args.overwrite)
     h, w = predictor.processed_size(H, W)
     name = _rel(feat_path, args.out)
     return {

@@ -20,6 +20,7 @@ from .common import (
     add_numerics_argument,
     decoded_batches,
     images_per_call,
+    join_ranks,
     open_session,
     plan_inputs,
     progress,
@@ -99,6 +100,16 @@ class _Files:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import close_distributed
+
+    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
+    try:
+        return _run(args, place)
+    finally:
+        close_distributed()
+
+
+def _run(args: argparse.Namespace, place) -> int:
     from ..errors import LangsegError
     from ..labels import check_prompt_lengths, parse_labels, parse_templates, read_labels_file
     from ..outputs import existing, output_path
@@ -113,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     templates = parse_templates(args.template)
     if classes is not None:
         check_prompt_lengths(classes, templates)
-    items, stems, notes = plan_inputs(args)
+    items, stems, notes = plan_inputs(args, place)
     files = {
         item: _Files(
             mask=output_path(args.out, stem, ".mask.png"),
