@@ -14,20 +14,31 @@ difference from the fp32 ``reference`` output on the same input.
 The target section (``--no-target`` skips it) counts FLOPs with ``torch.utils.flop_counter`` for the
 official-like forward and for ours, times ours (batch 1, first size, cached labels) interleaved with
 a plain 4096x4096 fp32 matmul, and prints ``(official FLOPs / our time) / matmul FLOP rate``: the
-fraction of the machine's matmul rate at which we deliver the official forward's work. It is also
-given against the oneDNN GEMM rate when oneDNN is available (on some CPUs ``torch.matmul``'s BLAS is
-the slower of the two).
+fraction of the machine's matmul rate at which we deliver the official forward's work.
+
+``--ablation`` measures each fast path alone instead (first ``--size``/``--batch``/``--dtype``):
+``leave-one-out`` (default) times the default paths with one path off, ``alone`` times the reference
+with one path on. Each round times every path next to its own baseline call (the order alternating
+between rounds, so load changes hit both sides alike); the ratio ``time(path off) / time(path on)``
+of each pair is recorded and the median over ``--iters`` rounds is printed. ``--flops`` also counts
+each configuration's FLOPs on fake tensors (shapes only, no arithmetic). ``--ablation-scope parts``
+times only the part of the forward that a path changes (one ViT block, times the number a forward
+runs; or everything after the blocks) and adds the unchanged rest, timed in the same round: far
+cheaper on a slow or busy CPU.
 
     python benchmarks/bench_inference.py                                  # CI size: lseg_tiny
     python benchmarks/bench_inference.py --variant lseg_vitl16_384 --size 480 --iters 3
     python benchmarks/bench_inference.py --device cuda --variant lseg_vitl16_384 --size 480 \\
         --batch 1 8 32 --dtype fp32 bf16 --compile both
+    python benchmarks/bench_inference.py --ablation --variant lseg_vitl16_384 --size 480 --batch 1 --iters 3
+    python benchmarks/bench_inference.py --ablation --ablation-scope parts --paths fused_attn ... (CPU)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -40,12 +51,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 import langseg
 from langseg.accel import CompiledLSeg, autocast, channels_last
 from langseg.models import FastPaths, LSeg, create_model
-from langseg.models.onednn import onednn_available
 
 LABELS = ["dog", "grass", "sky", "other", "building", "person", "road", "tree"]
 
@@ -60,7 +71,6 @@ def machine_info(device: torch.device) -> dict:
         "cpu": _cpu_model(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "onednn": onednn_available(),
         "load_average_start": os.getloadavg(),
     }
     if device.type == "cuda":
@@ -268,20 +278,14 @@ def flop_count(fn: Callable[[], object]) -> tuple[int, dict[str, int]]:
     return counter.get_total_flops(), per_op
 
 
-def matmul_rate(n: int, device: torch.device, use_onednn: bool = False) -> Callable[[], float]:
+def matmul_rate(n: int, device: torch.device) -> Callable[[], float]:
     """A function timing one fp32 ``n x n @ n x n`` product and returning FLOP/s."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g).to(device)
     b = torch.randn(n, n, generator=g).to(device)
-    if use_onednn:
-        packed = torch.ops.mkldnn._reorder_linear_weight(b, None)
 
-        def op():
-            return torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "none")
-    else:
-
-        def op():
-            return a @ b
+    def op():
+        return a @ b
 
     op()
 
@@ -301,25 +305,18 @@ def run_target(model: LSeg, fast: LSeg, args: argparse.Namespace, device: torch.
         official_flops, official_ops = flop_count(lambda: official_forward(model, x, labels))
         official_out = official_forward(model, x, labels)
         # our algorithm's FLOPs, with attention and linears on counted (aten) kernels
-        model.set_fast_paths(FastPaths(), onednn=False, fused_attn=False)
+        model.set_fast_paths(FastPaths(), fused_attn=False)
         our_flops, our_ops = flop_count(lambda: model(x, text))
         model.set_fast_paths(FastPaths())
         our_out = fast(x, text)
         mm = matmul_rate(args.matmul_size, device)
-        mm_onednn = (
-            matmul_rate(args.matmul_size, device, True)
-            if device.type == "cpu" and onednn_available()
-            else None
-        )
-        ours, official, rates, rates_onednn, official_rates = [], [], [], [], []
+        ours, official, rates, official_rates = [], [], [], []
         for _ in range(args.warmup):
             fast(x, text)
         # interleaved: each forward is bracketed by two matmuls, so a change in machine load (other
         # processes) hits the forward and the rate it is compared with alike
         for _ in range(args.target_iters):
             before = mm()
-            if mm_onednn is not None:
-                rates_onednn.append(mm_onednn())
             ours += timed(lambda: fast(x, text), 1, 0, device)
             after = mm()
             rates.append((before + after) / 2)
@@ -341,17 +338,12 @@ def run_target(model: LSeg, fast: LSeg, args: argparse.Namespace, device: torch.
         "official_seconds": official,
         "matmul_size": args.matmul_size,
         "matmul_gflops": [r / 1e9 for r in rates],
-        "onednn_gemm_gflops": [r / 1e9 for r in rates_onednn],
         "ratios": paired,
         "ratio": statistics.median(paired),
     }
     if official:
         result["official_ratio"] = statistics.median(
             official_flops / t / r for t, r in zip(official, official_rates)
-        )
-    if rates_onednn:
-        result["ratio_vs_onednn_gemm"] = statistics.median(
-            official_flops / t / r for t, r in zip(ours, rates_onednn)
         )
     return result
 
@@ -362,10 +354,6 @@ def _print_target(t: dict) -> None:
     print(
         f"  matmul     {statistics.median(t['matmul_gflops']):.1f} GFLOP/s (torch.matmul {t['matmul_size']}^2)"
     )
-    if t["onednn_gemm_gflops"]:
-        print(
-            f"             {statistics.median(t['onednn_gemm_gflops']):.1f} GFLOP/s (oneDNN GEMM, same size)"
-        )
     print(f"  time       ours {statistics.median(t['our_seconds']):.3f} s", end="")
     if t["official_seconds"]:
         print(f"   official-like {statistics.median(t['official_seconds']):.3f} s", end="")
@@ -374,10 +362,203 @@ def _print_target(t: dict) -> None:
     print(
         f"  ratio      (official FLOPs / our time) / matmul rate = {t['ratio']:.3f}  (median; runs {spread})"
     )
-    if "ratio_vs_onednn_gemm" in t:
-        print(f"             against the oneDNN GEMM rate             = {t['ratio_vs_onednn_gemm']:.3f}")
     if "official_ratio" in t:
         print(f"  official-like forward at {t['official_ratio']:.3f} of the matmul rate")
+
+
+# ------------------------------------------------------------------------------ ablation
+def ablation_configs(mode: str, paths: list[str] | None = None) -> dict[str, FastPaths]:
+    """``{"baseline": paths, flag: paths with that flag flipped}`` for ``leave-one-out`` or ``alone``."""
+    base = FastPaths() if mode == "leave-one-out" else FastPaths.reference()
+    configs = {"baseline": base}
+    for name in paths or [f.name for f in dataclasses.fields(FastPaths)]:
+        configs[name] = dataclasses.replace(base, **{name: not getattr(base, name)})
+    return configs
+
+
+def ablation_flops(model: LSeg, x: torch.Tensor, text: torch.Tensor, paths: FastPaths) -> float:
+    """GFLOPs of one forward, counted on fake tensors (attention counted as explicit matmuls)."""
+    counted = dataclasses.replace(paths, fused_attn=False)
+    model.set_fast_paths(counted)
+    counter = FlopCounterMode(display=False)
+    with FakeTensorMode(allow_non_fake_inputs=True), counter:
+        model(x, text)
+    return counter.get_total_flops() / 1e9
+
+
+# the parts of a forward each path changes (``--ablation-scope parts``)
+PARTS = {
+    "fused_attn": ("block",),
+    "fold_bn": ("decoder",),
+}
+
+
+class _Fixed:
+    """Within the block, ``module.<method>(...)`` returns ``value`` (an instance attribute shadows it)."""
+
+    def __init__(self, module: torch.nn.Module, method: str, value: object) -> None:
+        self.module, self.method, self.value = module, method, value
+
+    def __enter__(self) -> None:
+        setattr(self.module, self.method, lambda images: self.value)
+
+    def __exit__(self, *exc) -> None:
+        delattr(self.module, self.method)
+
+
+def ablation_parts(model: LSeg, x: torch.Tensor, text: torch.Tensor) -> dict[str, tuple[Callable, int]]:
+    """``{part: (call, calls per forward)}``: ``block`` one ViT block on the token sequence (a forward
+    runs one per block up to the last hooked one), ``head`` everything after the blocks (readouts,
+    decoder, head, logits) with the blocks' outputs given, and ``decoder``, the part of ``head`` after
+    the readouts (decoder, head, logits) with the four maps given. ``block`` and ``head`` weighted
+    add up to the whole forward but for the patch and position embeddings (~0.2 % of its FLOPs).
+    """
+    enc = model.image_encoder
+    # the hooked blocks' outputs: random tokens of their shape (the parts' times do not depend on the
+    # values, and running the whole trunk here would cost as much as a forward)
+    g = torch.Generator().manual_seed(0)
+    N = (x.shape[-2] // enc.cfg.patch_size) * (x.shape[-1] // enc.cfg.patch_size)
+    shape = (x.shape[0], 1 + N, enc.cfg.embed_dim)
+    tokens = [torch.randn(shape, generator=g).to(x.device) for _ in enc.cfg.hooks]
+
+    def block() -> torch.Tensor:
+        return enc._run_block(enc.vit.blocks[0], tokens[0])
+
+    def head() -> torch.Tensor:
+        with _Fixed(enc, "forward_intermediates", tokens):
+            return model(x, text)
+
+    with _Fixed(enc, "forward_intermediates", tokens):
+        feats = enc(x)  # the four reassembled maps
+
+    def decoder() -> torch.Tensor:
+        with _Fixed(enc, "forward", feats):
+            return model(x, text)
+
+    return {
+        "block": (block, max(enc.cfg.hooks) + 1),
+        "head": (head, 1),
+        "decoder": (decoder, 1),  # inside ``head``: a baseline forward adds ``block`` and ``head`` only
+    }
+
+
+def run_ablation(model: LSeg, args: argparse.Namespace, device: torch.device) -> dict:
+    size, batch, dtype = args.size[0], args.batch[0], args.dtype[0]
+    g = torch.Generator().manual_seed(size * 1000 + batch)
+    x = torch.randn(batch, 3, size, size, generator=g).clamp(-1, 1).to(device)
+    text = model.encode_text(LABELS[: args.labels])
+    configs = ablation_configs(args.ablation, args.paths)
+    names = list(configs)
+    by_parts = args.ablation_scope == "parts"
+    if by_parts and not hasattr(model.image_encoder, "vit"):
+        raise SystemExit("bench_inference: error: --ablation-scope parts needs a ViT trunk")
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    outs: dict[str, torch.Tensor] = {}  # the last output of each configuration (first part timed)
+
+    def measure(name: str, parts: tuple[str, ...]) -> float:
+        """Seconds of a forward (``parts=()``) or of its weighted ``parts``, under ``configs[name]``."""
+        model.set_fast_paths(configs[name])
+        calls = [(lambda: model(x, text), 1)] if not parts else [part_calls[p] for p in parts]
+        total = 0.0
+        for i, (fn, count) in enumerate(calls):
+            start = time.perf_counter()
+            out = fn()
+            sync()
+            total += count * (time.perf_counter() - start)
+            if i == 0:
+                outs[name] = out
+        return total
+
+    with torch.inference_mode(), autocast(device, dtype):
+        flops = {n: ablation_flops(model, x, text, p) for n, p in configs.items()} if args.flops else {}
+        model.set_fast_paths(FastPaths())  # warm-up (one call of each part timed, or one forward)
+        part_calls = ablation_parts(model, x, text) if by_parts else {}
+        timed_parts = {p for name in names[1:] for p in PARTS.get(name, ("head",))} if by_parts else ()
+        for fn, _ in [part_calls[p] for p in timed_parts] or [(lambda: model(x, text), 1)]:
+            fn()
+        # each path is timed next to its own baseline call (on/off order alternating by round), so a
+        # change in machine load between calls shifts both sides of a ratio alike
+        forward: list[float] = []  # baseline forward (parts: the weighted sum of all parts)
+        pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in names[1:]}
+        diffs: dict[str, float] = {}
+        for r in range(args.iters):
+            if by_parts:
+                forward.append(measure("baseline", ("block", "head")))
+            for name in names[1:]:
+                parts = PARTS.get(name, ("head",)) if by_parts else ()
+                sides = ("baseline", name) if r % 2 == 0 else (name, "baseline")
+                t = {side: measure(side, parts) for side in sides}
+                pairs[name].append((t["baseline"], t[name]))
+                if not by_parts:
+                    forward.append(t["baseline"])
+                diffs[name] = float((outs[name].float() - outs["baseline"].float()).abs().max())
+            done = " ".join(f"{n} {pairs[n][-1][0] / pairs[n][-1][1]:.3f}" for n in names[1:])
+            print(
+                f"  round {r + 1}/{args.iters}, time(baseline) / time(flipped), timed part: {done}",
+                flush=True,
+            )
+    model.set_fast_paths(FastPaths())
+    base = statistics.median(forward)
+    rows = []
+    for name in names[1:]:
+        on_in_baseline = getattr(configs["baseline"], name)  # leave-one-out: the baseline has it on
+        ratios, deltas = [], []
+        for (t_base, t_flag), f in zip(pairs[name], forward if by_parts else [0.0] * len(pairs[name])):
+            t_flag_forward = (f - t_base + t_flag) if by_parts else t_flag  # parts: the rest unchanged
+            t_base_forward = f if by_parts else t_base
+            on, off = (t_base_forward, t_flag_forward) if on_in_baseline else (t_flag_forward, t_base_forward)
+            ratios.append(off / on)
+            deltas.append(off - on)
+        rows.append(
+            {
+                "path": name,
+                "parts": list(PARTS.get(name, ("head",))) if by_parts else ["forward"],
+                "pairs_seconds": pairs[name],
+                "saved_seconds": statistics.median(deltas),
+                "speedup": statistics.median(ratios),  # time(path off) / time(path on) of a forward
+                "speedup_rounds": ratios,
+                "gflop": flops.get(name),
+                "max_abs_diff_vs_baseline": diffs[name],  # of the logits, or of the first part timed
+            }
+        )
+    return {
+        "mode": args.ablation,
+        "scope": args.ablation_scope,
+        "size": size,
+        "batch": batch,
+        "dtype": dtype,
+        "labels": args.labels,
+        "rounds": args.iters,
+        "baseline_seconds": forward,
+        "baseline_seconds_median": base,
+        "baseline_gflop": flops.get("baseline"),
+        "rows": rows,
+    }
+
+
+def _print_ablation(a: dict) -> None:
+    on = "path off (others on)" if a["mode"] == "leave-one-out" else "path on (others off)"
+    what = "forward = sum of its parts" if a["scope"] == "parts" else "whole forward"
+    print(
+        f"\nablation ({a['mode']}, {what}): {a['size']}x{a['size']}, batch {a['batch']}, {a['dtype']}, "
+        f"{a['labels']} labels, median of {a['rounds']} paired rounds"
+    )
+    gflop = "" if a["baseline_gflop"] is None else f", {a['baseline_gflop']:.2f} GFLOP"
+    print(f"  baseline {a['baseline_seconds_median']:.3f} s{gflop}; rows: {on}")
+    print(
+        f"  {'path':<16} {'timed on':<11} {'saved':>8} {'off/on':>7}  {'rounds':<22} {'GFLOP':>8}  |dlogit|"
+    )
+    for r in a["rows"]:
+        rounds = " ".join(f"{v:.3f}" for v in r["speedup_rounds"])
+        print(
+            f"  {r['path']:<16} {'+'.join(r['parts']):<11} {r['saved_seconds'] * 1000:6.0f}ms {r['speedup']:7.3f}"
+            f"  {rounds:<22} {'-' if r['gflop'] is None else format(r['gflop'], '8.2f'):>8}"
+            f"  {r['max_abs_diff_vs_baseline']:.1e}"
+        )
 
 
 # ---------------------------------------------------------------------------------- main
@@ -395,7 +576,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compile-options",
         type=json.loads,
         default=None,
-        help="inductor options as JSON, e.g. '{\"freezing\": true}' (CPU: prepacked oneDNN weights)",
+        help="inductor options as JSON, e.g. '{\"freezing\": true}'",
     )
     p.add_argument("--labels", type=int, default=4, help=f"number of labels (at most {len(LABELS)})")
     p.add_argument("--iters", type=int, default=5, help="timed calls per row (the median is reported)")
@@ -407,6 +588,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-official", action="store_true", help="skip the official-like rows and timings")
     p.add_argument("--no-target", action="store_true", help="skip the FLOP-efficiency target section")
     p.add_argument("--no-rows", action="store_true", help="only the target section")
+    p.add_argument(
+        "--ablation",
+        nargs="?",
+        const="leave-one-out",
+        choices=["leave-one-out", "alone"],
+        help="time each fast path alone instead of the rows and target (default: leave-one-out)",
+    )
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        choices=[f.name for f in dataclasses.fields(FastPaths)],
+        default=None,
+        help="--ablation: only these fast paths (default: all)",
+    )
+    p.add_argument(
+        "--flops", action="store_true", help="--ablation: also count FLOPs per configuration (fake tensors)"
+    )
+    p.add_argument(
+        "--ablation-scope",
+        default="forward",
+        choices=["forward", "parts"],
+        help="--ablation: time whole forwards, or only the parts each path changes (a ViT block x depth, "
+        "everything after the blocks, the position embedding) and add the rest once per round",
+    )
     p.add_argument(
         "--json", type=Path, default=None, help="output file (default bench_inference-<variant>.json)"
     )
@@ -441,7 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "args": {k: v for k, v in vars(args).items() if k != "json"},
     }
-    if not args.no_rows:
+    if args.ablation:
+        result["ablation"] = run_ablation(model, args, device)
+        _print_ablation(result["ablation"])
+    if not args.no_rows and not args.ablation:
         print(f"  {'size':>5} {'bs':>3}  {'path':<9} dtype")
         result["rows"] = run_rows(model, fast, args, device)
         print("\n  speed-up over the plain fp32 eager path (reference) and the official-like forward:")
@@ -452,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"  x{r['speedup_vs_reference']:.2f} vs reference"
                 + ("" if off is None else f"  x{off:.2f} vs official")
             )
-    if not args.no_target:
+    if not args.no_target and not args.ablation:
         result["target"] = run_target(model, fast, args, device)
         _print_target(result["target"])
     result["machine"]["load_average_end"] = os.getloadavg()

@@ -229,9 +229,6 @@ def measure_accounted(
 def fake_cuda_model(model: LSeg) -> tuple[LSeg, FakeTensorMode]:
     """The model's parameters as fake CUDA tensors (no GPU needed; the real CPU weights are untouched)."""
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    # oneDNN is a CPU-only path (CUDA runs the same math through cuBLAS); the pos-embed cache keys on
-    # data pointers, which fake tensors do not have (it holds one small tensor per grid)
-    model.set_fast_paths(onednn=False, cache_pos_embed=False)
     with fake:
         model = model.to("cuda")
     return model, fake
@@ -245,7 +242,6 @@ def check_estimator(args: argparse.Namespace) -> list[dict]:
         sub = argparse.Namespace(**{**vars(args), "dtype": dtype})
         torch.manual_seed(0)
         real = create_model("lseg_tiny").eval()
-        real.set_fast_paths(onednn=False, cache_pos_embed=False)
         fake_model, fake = fake_cuda_model(create_model("lseg_tiny").eval())
         for case in ("single", "sliding"):
             r = measure_accounted(real, case, 256, sub, torch.device("cpu"), None)

@@ -7,6 +7,7 @@ compare agree where they must.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -63,6 +64,27 @@ def test_bench_inference(tmp_path):
     target = result["target"]
     assert target["official_gflop"] > target["our_gflop"] > 0  # we skip what the official code wastes
     assert target["max_abs_diff_vs_official"] < 1e-4 and target["ratio"] > 0
+
+
+def test_bench_inference_ablation(tmp_path, monkeypatch, capsys):
+    """Every fast path gets a row with its on/off ratios and its output difference (both scopes)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import bench_inference
+
+    from langseg.models import FastPaths
+
+    flags = [f.name for f in dataclasses.fields(FastPaths)]
+    for scope, extra in (("forward", ["--flops"]), ("parts", [])):
+        out = tmp_path / f"ablation-{scope}.json"
+        args = ["--ablation", "--ablation-scope", scope, "--size", "64", "--batch", "1", "--iters", "1"]
+        assert bench_inference.main([*args, *extra, "--json", str(out)]) == 0
+        ablation = json.loads(out.read_text())["ablation"]
+        assert [r["path"] for r in ablation["rows"]] == flags and ablation["scope"] == scope
+        for r in ablation["rows"]:
+            assert len(r["speedup_rounds"]) == len(r["pairs_seconds"]) == 1
+            assert r["max_abs_diff_vs_baseline"] < 1e-4  # each path computes the same function
+            assert (r["gflop"] > 0) if scope == "forward" else r["gflop"] is None
+    assert "ablation (leave-one-out, forward = sum of its parts)" in capsys.readouterr().out
 
 
 def test_bench_eval(tmp_path):

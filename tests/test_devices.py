@@ -27,7 +27,6 @@ def fake_cuda(monkeypatch):
     """A tiny model with fake CUDA weights, inside the fake-tensor mode."""
     torch.manual_seed(0)
     model = create_model("lseg_tiny")
-    model.set_fast_paths(cache_pos_embed=False)  # that cache keys on data pointers, which fakes lack
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # autocast("cuda") warns that CUDA is absent and stays off
         with FakeTensorMode(allow_non_fake_inputs=True):

@@ -1,9 +1,8 @@
 """Opt-in accelerators around an :class:`~langseg.models.LSeg`: mixed precision, ``channels_last``,
 and ``torch.compile`` with shape buckets.
 
-The model-level fast paths (fused attention, cached position embeddings, oneDNN linears, folded
-BatchNorm, ...) live in the model and are selected with ``model.set_fast_paths``; everything here
-wraps a model from the outside.
+The model-level fast paths (fused attention, folded BatchNorm, ...) live in the model and are
+selected with ``model.set_fast_paths``; everything here wraps a model from the outside.
 
 Compile modes (:class:`CompiledLSeg`):
 
@@ -106,9 +105,7 @@ class CompiledLSeg(nn.Module):
     ``encode_text``, ``config``), so it can stand in for the model, e.g. in ``LSegPredictor``.
     Text encoding and the small logits step stay eager, so new label sets never recompile.
 
-    Compiling turns the model's eager-only fast paths off (``onednn``, ``cache_pos_embed``): the
-    compiler does its own kernel selection and constant handling. Expect the first call per shape
-    to take tens of seconds (minutes for ViT-L on a small CPU).
+    Expect the first call per shape to take tens of seconds (minutes for ViT-L on a small CPU).
     """
 
     def __init__(
@@ -131,7 +128,6 @@ class CompiledLSeg(nn.Module):
         self.mode = mode
         self.buckets = buckets
         self.max_shapes = max_shapes
-        model.set_fast_paths(onednn=False, cache_pos_embed=False)
         self._compiled = torch.compile(
             model.forward_embeddings, dynamic=False, backend=backend, options=options
         )

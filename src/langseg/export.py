@@ -141,8 +141,6 @@ def export_onnx(
     saved_paths = model.fast_paths
     start = time.perf_counter()
     try:
-        # packed oneDNN weights and cached position embeddings are not graph ops; the rest traces
-        model.set_fast_paths(onednn=False, cache_pos_embed=False)
         text = model.encode_text(labels, templates) if labels is not None else None
         graph = (PixelGraph(model) if text is None else LogitsGraph(model, text)).eval()
         outputs = ["pixels"] if text is None else ["pixels", "logits"]

@@ -51,25 +51,12 @@ class FusionBlock(nn.Module):
         self.out_conv = nn.Conv2d(features, features, kernel_size=1)
         self.rcu1 = ResidualConvUnit(features)  # applied to the skip input
         self.rcu2 = ResidualConvUnit(features)
-        # fast path: the 1x1 conv commutes with bilinear upsampling (per-pixel linear map vs a
-        # per-channel convex combination of pixels), so run it at the low resolution: 4x fewer FLOPs
-        self.conv_first = True
-
-    def fuse(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, F, h, w)[, (B, F, h, w)] -> (B, F, h, w)``: the residual units, before resampling."""
-        if skip is not None:
-            x = x + self.rcu1(skip)
-        return self.rcu2(x)
-
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, F, h, w) -> (B, F, 2h, 2w)``: upsample x2 and the 1x1 conv."""
-        if self.conv_first:
-            return _upsample2(self.out_conv(x))
-        return self.out_conv(_upsample2(x))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, F, h, w)[, (B, F, h, w)] -> (B, F, 2h, 2w)``."""
-        return self.finish(self.fuse(x, skip))
+        """``(B, F, h, w)[, (B, F, h, w)] -> (B, F, 2h, 2w)``: residual units, upsample x2, 1x1 conv."""
+        if skip is not None:
+            x = x + self.rcu1(skip)
+        return self.out_conv(_upsample2(self.rcu2(x)))
 
 
 def _upsample2(x: torch.Tensor) -> torch.Tensor:
@@ -88,26 +75,18 @@ class DPTNeck(nn.Module):
         # fusion[3] takes the stride-32 map alone, so its rcu1 is never run (kept for the official keys)
         self.fusion = nn.ModuleList(FusionBlock(features) for _ in range(4))
 
-    def set_fast_paths(self, *, fold_bn: bool | None = None, conv_first: bool | None = None) -> None:
-        """Switch the decoder's fast paths (``None`` leaves one as it is)."""
+    def set_fold_bn(self, enabled: bool) -> None:
+        """Fold the BatchNorms into the convolutions in eval mode (fast) or run them (reference)."""
         for block in self.fusion:
-            if conv_first is not None:
-                block.conv_first = conv_first
-            for rcu in (block.rcu1, block.rcu2):
-                if fold_bn is not None:
-                    rcu.fold_bn = fold_bn
+            block.rcu1.fold_bn = block.rcu2.fold_bn = enabled
 
-    def forward_unfinished(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Four maps -> ``(B, F, H/4, W/4)``: everything but the last block's upsampling and 1x1 conv."""
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Four maps (strides 4..32) -> ``(B, F, H/2, W/2)``."""
         l1, l2, l3, l4 = (proj(f) for proj, f in zip(self.proj, feats))
         path = self.fusion[3](l4)  # stride 32 -> 16
         path = self.fusion[2](path, l3)  # -> 8
         path = self.fusion[1](path, l2)  # -> 4
-        return self.fusion[0].fuse(path, l1)  # still at stride 4
-
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Four maps (strides 4..32) -> ``(B, F, H/2, W/2)``."""
-        return self.fusion[0].finish(self.forward_unfinished(feats))
+        return self.fusion[0](path, l1)  # -> 2
 
 
 class SpatialBlock(nn.Module):

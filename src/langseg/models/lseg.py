@@ -20,7 +20,6 @@ from .text import CLIPTextEncoder, clip_fp16, expand_prompts
 Labels = Sequence[str | Sequence[str]]
 
 _TEXT_CACHE_SIZE = 32  # label lists whose embeddings each model keeps
-_NORM_EPS = 1e-12  # F.normalize's epsilon
 NUMERICS = ("fp32", "official")  # see LSeg.set_numerics
 
 
@@ -29,21 +28,16 @@ class FastPaths:
     """Inference fast paths of :class:`LSeg`; all on by default, all off in :meth:`reference`.
 
     Each computes the same function as the official op order, rearranged; outputs differ by float
-    rounding only (measured bounds in docs/performance.md, checked in tests/test_fast_paths.py).
+    rounding only (checked in tests/test_fast_paths.py). Each earned its place in the ablation of
+    docs/performance.md (>= 3 % of a CPU forward, or a clear GPU reason).
     """
 
     fused_attn: bool = True  # scaled_dot_product_attention instead of explicit softmax attention
-    cache_pos_embed: bool = True  # resized position embedding reused per token grid (no gradient)
-    split_readout: bool = True  # class-token half of the readout projection run once, no concat
-    onednn: bool = True  # CPU, fp32, no gradient: oneDNN linears with packed weights, fused GELU
     fold_bn: bool = True  # eval: decoder BatchNorms folded into the convolutions
-    conv_first: bool = True  # decoder 1x1 convs run before the x2 upsampling (4x fewer FLOPs)
-    compose_head: bool = True  # last decoder 1x1 conv and pixel_embed merged, run at 1/4 resolution
-    late_normalize: bool = True  # logits = s (e . t) / |e|: the (B, D, h, w) map is never rescaled
 
     @classmethod
     def reference(cls) -> FastPaths:
-        """The official op order (explicit attention, nothing cached, folded or merged)."""
+        """The official op order (explicit softmax attention, BatchNorm run unfolded)."""
         return cls(**{f.name: False for f in dataclasses.fields(cls)})
 
 
@@ -90,7 +84,7 @@ class LSeg(nn.Module):
         """Select inference fast paths: a :class:`FastPaths`, and/or single flags to change.
 
         ``model.set_fast_paths(FastPaths.reference())`` runs the official op order;
-        ``model.set_fast_paths(onednn=False)`` turns one path off. Returns the paths now in force.
+        ``model.set_fast_paths(fused_attn=False)`` turns one path off. Returns the paths now in force.
         """
         base = paths if paths is not None else self.fast_paths
         try:
@@ -99,14 +93,9 @@ class LSeg(nn.Module):
             names = [f.name for f in dataclasses.fields(FastPaths)]
             raise ValueError(f"unknown fast path in {sorted(flags)}; expected some of {names}") from None
         self.fast_paths = paths
-        if hasattr(self.image_encoder, "set_fast_paths"):  # the ViT trunk; ResNet has none
-            self.image_encoder.set_fast_paths(
-                fused_attn=paths.fused_attn,
-                cache_pos_embed=paths.cache_pos_embed,
-                split_readout=paths.split_readout,
-                onednn=paths.onednn,
-            )
-        self.neck.set_fast_paths(fold_bn=paths.fold_bn, conv_first=paths.conv_first)
+        if hasattr(self.image_encoder, "set_fused_attn"):  # the ViT trunk; ResNet has none
+            self.image_encoder.set_fused_attn(paths.fused_attn)
+        self.neck.set_fold_bn(paths.fold_bn)
         return paths
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
@@ -138,8 +127,6 @@ class LSeg(nn.Module):
     def _clear_derived(self) -> None:
         self.clear_text_cache()
         self._fp16_text.clear()
-        if hasattr(self.image_encoder, "clear_caches"):
-            self.image_encoder.clear_caches()
 
     # ------------------------------------------------------------------ text
     @property
@@ -234,18 +221,7 @@ class LSeg(nn.Module):
         """``(B, 3, H, W) -> (B, D, H/2, W/2)`` pixel embeddings, not normalized."""
         self.check_input(images)
         feats = self.image_encoder(images.to(self.pixel_embed.weight.dtype))  # follow the weights' dtype
-        if not self.fast_paths.compose_head:
-            return self.pixel_embed(self.neck(feats))
-        # pixel_embed(out_conv(up(z))) == up(W z + b) with W = W_pe W_out, b = W_pe b_out + b_pe:
-        # both are 1x1 convs and commute with the bilinear upsampling
-        z = self.neck.forward_unfinished(feats)  # (B, F, H/4, W/4)
-        out_conv = self.neck.fusion[0].out_conv
-        with torch.autocast(z.device.type, enabled=False):  # merge in the weights' precision
-            w_pe = self.pixel_embed.weight.flatten(1)  # (D, F)
-            weight = (w_pe @ out_conv.weight.flatten(1))[:, :, None, None]  # (D, F, 1, 1)
-            bias = w_pe @ out_conv.bias + self.pixel_embed.bias  # (D,)
-        emb = F.conv2d(z, weight.to(memory_format=_memory_format(z)), bias)  # (B, D, H/4, W/4)
-        return F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.pixel_embed(self.neck(feats))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W) -> (B, D, H/2, W/2)`` unit-norm per-pixel embeddings (normalized images in)."""
@@ -267,10 +243,7 @@ class LSeg(nn.Module):
         """``(B, D, h, w)`` unit-norm pixels, ``(K, D)`` or ``(B, K, D)`` unit-norm text -> ``(B, K, h, w)``."""
         if self.numerics == "official":
             return self._regularize(self._official_similarity(pixel_embeddings, text))
-        if self.fast_paths.late_normalize:  # scale the (K, D) text, not the (B, D, h, w) pixels
-            logits = _similarity(pixel_embeddings, text.to(pixel_embeddings.dtype) * self.logit_scale)
-        else:
-            logits = _similarity(pixel_embeddings * self.logit_scale, text.to(pixel_embeddings.dtype))
+        logits = _similarity(pixel_embeddings * self.logit_scale, text.to(pixel_embeddings.dtype))
         return self._regularize(logits.float())
 
     def _official_similarity(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -305,10 +278,6 @@ class LSeg(nn.Module):
         emb = embeddings.float()
         if self.numerics == "official":
             logits = self.logits_lowres(emb / emb.norm(dim=1, keepdim=True), text)  # no epsilon, as official
-        elif self.fast_paths.late_normalize:
-            # s (e / |e|) . t == (e . s t) / |e|: one pass over the map for |e|, then (B, K, h, w) work
-            inv_norm = emb.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS).reciprocal()  # (B, 1, h, w)
-            logits = self._regularize(_similarity(emb, text.float() * self.logit_scale) * inv_norm)
         else:
             logits = self.logits_lowres(F.normalize(emb, dim=1), text.float())
         return F.interpolate(logits, scale_factor=2, mode="bilinear", align_corners=True)
@@ -319,10 +288,3 @@ def _similarity(pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     if text.ndim == 2:
         return torch.einsum("bdhw,kd->bkhw", pixels, text)
     return torch.einsum("bdhw,bkd->bkhw", pixels, text)
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    """``channels_last`` for an NHWC-strided map (so a derived conv weight matches it), else contiguous."""
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format

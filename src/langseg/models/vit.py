@@ -6,9 +6,6 @@ from running the blocks explicitly (no hooks).
 
 from __future__ import annotations
 
-import contextlib
-from collections import OrderedDict
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,9 +14,6 @@ from torch.utils.checkpoint import checkpoint
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from .config import ResNetConfig, ViTConfig
-from .onednn import PackedLinears, usable_for
-
-_POS_CACHE_SIZE = 8  # token grids whose resized position embedding each trunk keeps
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
@@ -41,16 +35,6 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix:
     return torch.cat([prefix, posemb], dim=1)
 
 
-class _EphemeralCache(OrderedDict):
-    """A cache dict that copies and pickles as empty (its tensors are derived from the weights)."""
-
-    def __deepcopy__(self, memo: dict) -> _EphemeralCache:
-        return type(self)()
-
-    def __reduce__(self):
-        return (type(self), ())
-
-
 class Readout(nn.Module):
     """Merge the class token into the patch tokens: ``(B, 1+N, D) -> (B, N, D)``."""
 
@@ -59,25 +43,14 @@ class Readout(nn.Module):
         self.mode = mode
         # index 0 of the official Sequential(Linear, GELU) keeps the key `readout.0.*`
         self.project = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU()) if mode == "project" else None
-        # fast path: W [p; c] = W_p p + W_c c, so the class-token half runs once per image instead of
-        # once per patch and the (B, N, 2D) concatenation is never built
-        self.split = True
 
-    def forward(self, tokens: torch.Tensor, packed: PackedLinears | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cls, patches = tokens[:, :1], tokens[:, 1:]
         if self.mode == "ignore":
             return patches
         if self.mode == "add":
             return patches + cls
-        if not self.split:  # the official op order
-            return self.project(torch.cat([patches, cls.expand_as(patches)], dim=-1))
-        layer, D = self.project[0], patches.shape[-1]
-        cls_part = F.linear(cls, layer.weight[:, D:], layer.bias)  # (B, 1, D), bias included
-        if packed is not None:
-            patch_part = packed.linear(layer, patches, cols=slice(0, D), bias=False)
-        else:
-            patch_part = F.linear(patches, layer.weight[:, :D])  # (B, N, D)
-        return self.project[1](patch_part + cls_part)
+        return self.project(torch.cat([patches, cls.expand_as(patches)], dim=-1))  # (B, N, 2D) -> (B, N, D)
 
 
 def _resample(channels: int, factor: float) -> nn.Module:
@@ -101,11 +74,9 @@ class Reassemble(nn.Module):
         self.proj = nn.Conv2d(dim, out_channels, kernel_size=1)
         self.resample = _resample(out_channels, factor)
 
-    def forward(
-        self, tokens: torch.Tensor, grid: tuple[int, int], packed: PackedLinears | None = None
-    ) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """``(B, 1+h*w, D) -> (B, C, h*f, w*f)``."""
-        x = self.readout(tokens, packed).transpose(1, 2)  # (B, D, h*w)
+        x = self.readout(tokens).transpose(1, 2)  # (B, D, h*w)
         x = x.unflatten(2, grid)  # (B, D, h, w), tokens are row-major
         return self.resample(self.proj(x))
 
@@ -134,74 +105,19 @@ class ViTEncoder(nn.Module):
             Reassemble(cfg.embed_dim, c, p / stride, cfg.readout)
             for c, stride in zip(out_channels, (4, 8, 16, 32))
         )
-        self._plain_blocks = all(_is_plain_block(b) for b in self.vit.blocks)
-        self.cache_pos_embed = True  # reuse resized position embeddings per grid (no gradient only)
-        self.onednn = True  # CPU fp32 inference: oneDNN linears with packed weights
         self.grad_checkpointing = False  # recompute blocks in backward (training, large crops)
-        self._pos_cache: _EphemeralCache = _EphemeralCache()
-        self.packed = PackedLinears()
 
-    # ------------------------------------------------------------ fast paths
     def set_fused_attn(self, enabled: bool) -> None:
         """Use ``scaled_dot_product_attention`` (fast) or explicit softmax attention (reference)."""
         for blk in self.vit.blocks:
             blk.attn.fused_attn = enabled
 
-    def set_fast_paths(
-        self,
-        *,
-        fused_attn: bool | None = None,
-        cache_pos_embed: bool | None = None,
-        split_readout: bool | None = None,
-        onednn: bool | None = None,
-    ) -> None:
-        """Switch inference fast paths (``None`` leaves one as it is); see :class:`langseg.models.FastPaths`."""
-        if fused_attn is not None:
-            self.set_fused_attn(fused_attn)
-        if cache_pos_embed is not None:
-            self.cache_pos_embed = cache_pos_embed
-            self._pos_cache.clear()
-        if split_readout is not None:
-            for stage in self.reassemble:
-                stage.readout.split = split_readout
-        if onednn is not None:
-            self.onednn = onednn
-            self.packed.clear()
-
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations (training)."""
         self.grad_checkpointing = enabled
 
-    def clear_caches(self) -> None:
-        """Drop cached position embeddings and packed weights (they also refresh on weight changes)."""
-        self._pos_cache.clear()
-        self.packed.clear()
-
-    def pos_embed(self, grid: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        """``(1, 1 + gh*gw, D)`` position embedding for a token grid; cached when no gradient flows to it."""
-        pe = self.vit.pos_embed
-        if not self.cache_pos_embed or pe.is_inference() or (torch.is_grad_enabled() and pe.requires_grad):
-            # (weights created in inference mode have no version counter to invalidate an entry)
-            return resize_pos_embed(pe, grid).to(dtype)
-        # the weight's storage and in-place version counter invalidate the entry on any change
-        key = (grid, dtype, pe.device, pe.data_ptr(), pe._version, torch.is_inference_mode_enabled())
-        hit = self._pos_cache.get(key)
-        if hit is not None:
-            with contextlib.suppress(KeyError):  # another thread may have evicted it meanwhile
-                self._pos_cache.move_to_end(key)
-            return hit
-        with torch.no_grad():
-            value = resize_pos_embed(pe, grid).to(dtype)
-        self._pos_cache[key] = value
-        while len(self._pos_cache) > _POS_CACHE_SIZE:
-            with contextlib.suppress(KeyError):
-                self._pos_cache.popitem(last=False)
-        return value
-
     # --------------------------------------------------------------- forward
-    def _run_block(self, blk: Block, x: torch.Tensor, packed: PackedLinears | None) -> torch.Tensor:
-        if packed is not None and self._plain_blocks:
-            return _block_forward(blk, x, packed)
+    def _run_block(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(blk, x, use_reentrant=False)
         return blk(x)
@@ -213,13 +129,12 @@ class ViTEncoder(nn.Module):
         grid = (H // p, W // p)
         x = self.vit.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (B, N, D)
         cls = self.vit.cls_token.expand(B, -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed(grid, x.dtype)
+        x = torch.cat([cls, x], dim=1) + resize_pos_embed(self.vit.pos_embed, grid).to(x.dtype)
         x = self.vit.pos_drop(x)
-        packed = self.packed if self.onednn and usable_for(x) else None
         hooks = self.cfg.hooks
         outs = []
         for i, blk in enumerate(self.vit.blocks[: max(hooks) + 1]):
-            x = self._run_block(blk, x, packed)
+            x = self._run_block(blk, x)
             if i in hooks:
                 outs.append(x)
         return outs
@@ -229,46 +144,7 @@ class ViTEncoder(nn.Module):
         p = self.cfg.patch_size
         grid = (H // p, W // p)
         tokens = self.forward_intermediates(x)
-        packed = self.packed if self.onednn and usable_for(tokens[0]) else None
-        return [stage(t, grid, packed) for stage, t in zip(self.reassemble, tokens)]
-
-
-def _is_plain_block(blk: nn.Module) -> bool:
-    """A timm pre-norm block with nothing but LayerNorm, attention, exact GELU MLP and residuals.
-
-    Attributes that older timm versions lack count as absent (identity); anything unexpected makes
-    the block run through timm's own ``forward`` instead of :func:`_block_forward`.
-    """
-    if type(blk) is not Block:
-        return False
-    attn, mlp = blk.attn, blk.mlp
-    optional = [(blk, n) for n in ("ls1", "ls2", "drop_path1", "drop_path2")]
-    optional += [(attn, n) for n in ("q_norm", "k_norm", "norm")] + [(mlp, "norm")]
-    act = getattr(mlp, "act", None)
-    return (
-        all(isinstance(getattr(obj, name, nn.Identity()), nn.Identity) for obj, name in optional)
-        and getattr(attn, "gate", None) is None
-        and isinstance(act, nn.GELU)
-        and act.approximate == "none"
-        and getattr(attn, "attn_dim", attn.qkv.in_features) == attn.qkv.in_features
-        and attn.num_heads * attn.head_dim == attn.qkv.in_features
-    )
-
-
-def _block_forward(blk: Block, x: torch.Tensor, packed: PackedLinears) -> torch.Tensor:
-    """timm's ``Block.forward`` (eval, no gradient) with oneDNN linears: ``(B, N, D) -> (B, N, D)``."""
-    B, N, D = x.shape
-    attn = blk.attn
-    qkv = packed.linear(attn.qkv, blk.norm1(x))  # (B, N, 3D)
-    qkv = qkv.reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, heads, N, hd)
-    q, k, v = qkv.unbind(0)
-    if attn.fused_attn:
-        y = F.scaled_dot_product_attention(q, k, v)
-    else:  # the explicit reference attention, as timm computes it
-        y = ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
-    y = y.transpose(1, 2).reshape(B, N, D)  # heads back to channels
-    x = packed.linear(attn.proj, y, residual=x)  # x + proj(y), the add fused into the GEMM
-    return packed.linear(blk.mlp.fc2, packed.linear(blk.mlp.fc1, blk.norm2(x), post="gelu"), residual=x)
+        return [stage(t, grid) for stage, t in zip(self.reassemble, tokens)]
 
 
 class ResNetEncoder(nn.Module):
