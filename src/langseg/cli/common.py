@@ -601,11 +601,12 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.0f} TiB"
 
 
-def run_guarded(predictor, decoded: list, batch_fn, one_fn, report: Report) -> list:
-    """:func:`run_batch`, and when the batch fails for another reason than memory, each image again on
-    its own: an image that still fails is reported by name (``None``) and the others go on."""
+def run_guarded(predictor, decoded: list, batch_fn, one_fn, report: Report, **options: Any) -> list:
+    """:func:`run_batch` (``options`` go to it), and when the batch fails for another reason than memory,
+    each image again on its own: an image that still fails is reported by name (``None``) and the others
+    go on."""
     try:
-        return run_batch(predictor, decoded, batch_fn, one_fn, report)
+        return run_batch(predictor, decoded, batch_fn, one_fn, report, **options)
     except Exception:
         if len(decoded) == 1:
             with report.guard(decoded[0].item.path):
@@ -615,7 +616,7 @@ def run_guarded(predictor, decoded: list, batch_fn, one_fn, report: Report) -> l
     for d in decoded:
         result = None
         with report.guard(d.item.path):
-            result = run_batch(predictor, [d], batch_fn, one_fn, report)[0]
+            result = run_batch(predictor, [d], batch_fn, one_fn, report, **options)[0]
         out.append(result)
     return out
 
