@@ -157,7 +157,8 @@ def test_loopback_load_is_answered_and_memory_returns(model):
     import httpx
 
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as http:
-        http.post("/api/segment", files={"image": ("w.png", bodies[0])}, data={"labels": "a, b, c"})  # warm
+        for body in bodies[:4]:  # warm: one request of each size, so the allocator has its working set
+            http.post("/api/segment", files={"image": ("w.png", body)}, data={"labels": "a, b, c"})
         before = rss()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()

@@ -137,8 +137,8 @@ def bad_images(files) -> dict[str, tuple[Path, str]]:
     os.symlink("loop.png", put("loop.png", None, "symbolic link loop"))
     os.symlink("nowhere.png", put("dangling.png", None, "broken symbolic link"))
     put("missing.png", None, "no such file")
-    put("folder.png", None, "no images in this folder").mkdir()
-    put("empty_dir", None, "no images in this folder").mkdir()
+    put("folder.png", None, "no images or videos in this folder").mkdir()
+    put("empty_dir", None, "no images or videos in this folder").mkdir()
     put("nothing*.png", None, "matched no images")
     out["zero_size.png"] = (out["zero_size.png"][0], "zero_size.png")
     return out
