@@ -9,11 +9,12 @@ beside its destination and renamed into place, so it appears whole or not at all
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,18 +47,25 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, overwr
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any file
     except OSError as e:
         raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
-    try:
+    with _cleanup(tmp, path):
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         _move_into_place(tmp, path, overwrite)
+    return path
+
+
+@contextlib.contextmanager
+def _cleanup(tmp: Path, path: Path) -> Iterator[None]:
+    """On any error: remove the temporary file; an OS error becomes a one-line error naming ``path``."""
+    try:
+        yield
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, LangsegError):
             raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
         raise
-    return path
 
 
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -86,14 +94,9 @@ def temp_path(path: str | Path) -> Path:
 def publish(tmp: str | Path, path: str | Path, *, overwrite: bool = False) -> Path:
     """Flush the finished file ``tmp`` to disk and move it to ``path`` in one step."""
     tmp, path = Path(tmp), Path(path)
-    try:
+    with _cleanup(tmp, path):
         _fsync(tmp)
         _move_into_place(tmp, path, overwrite)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, LangsegError):
-            raise OutputError(f"{path}: cannot write: {e.strerror or e}") from None
-        raise
     return path
 
 
