@@ -172,7 +172,8 @@ def test_loopback_load_is_answered_and_memory_returns(model):
         stop.set()
         sampler.join()
         after = rss()
-    assert set(codes) <= {200, 503} and codes.count(200) >= 6, codes
+    # the first wave alone admits concurrency + queue_size requests; the rest may find the queue full
+    assert set(codes) <= {200, 503} and codes.count(200) >= config.concurrency + config.queue_size, codes
     assert backend.pending == 0 and backend.active == 0 and app.state.uploads.current == 0
     assert 1 <= backend.peak_active <= 2
     uploads = (config.concurrency + config.queue_size) * max(len(b) for b in bodies)
