@@ -104,6 +104,16 @@ def resolution_arg(text: str) -> str | tuple[int, int]:
     return (w, h)
 
 
+def add_flip_argument(p: argparse.ArgumentParser) -> None:
+    """``--flip/--no-flip``: None (the protocol's default) unless given."""
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
+    )
+
+
 # --------------------------------------------------------------------------- shared options
 def add_common_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     """Inputs, outputs and :func:`add_model_arguments`: the options of ``segment`` and ``features``."""
@@ -248,12 +258,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --multi-scale: the side of the square windows the network sees (default: 480)",
     )
-    p.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
-    )
+    add_flip_argument(p)
     p.add_argument(
         "--distributed",
         action="store_true",

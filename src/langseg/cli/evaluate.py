@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_numerics_argument, numerics_precision, positive_int, scales_arg
+from .common import add_flip_argument, add_numerics_argument, numerics_precision, positive_int, scales_arg
 
 ORDER = 30  # eval-zeroshot (cli/zeroshot.py) right after it
 
@@ -76,12 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S1,S2,...",
         help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)",
     )
-    p.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
-    )
+    add_flip_argument(p)
     p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
     add_eval_options(p)
     p.add_argument(
