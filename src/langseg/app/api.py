@@ -51,27 +51,29 @@ class RequestError(LangsegError):
         self.kind = kind
 
 
+# the other errors a request may meet -> (HTTP status, kind); the first match wins (subclasses first)
+ERROR_STATUS = (
+    (ImageTooLargeError, 413, "too_large"),
+    (ImageError, 400, "image"),
+    (LabelError, 422, "labels"),
+    (BusyError, 503, "busy"),
+    (BackendError, 502, "backend"),
+    (LangsegError, 400, "request"),
+)
+
+
 def error_response(exc: Exception) -> JSONResponse:
     """An exception -> JSON error with the matching HTTP status."""
     if isinstance(exc, RequestError):
         status, kind = exc.status, exc.kind
     elif isinstance(exc, BudgetError):
         status, kind = (413 if exc.image_alone else 422), "budget"
-    elif isinstance(exc, ImageTooLargeError):
-        status, kind = 413, "too_large"
-    elif isinstance(exc, ImageError):
-        status, kind = 400, "image"
-    elif isinstance(exc, LabelError):
-        status, kind = 422, "labels"
-    elif isinstance(exc, BusyError):
-        status, kind = 503, "busy"
-    elif isinstance(exc, BackendError):
-        status, kind = 502, "backend"
-    elif isinstance(exc, LangsegError):
-        status, kind = 400, "request"
     else:
-        log.exception("internal error while answering an API request")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "internal"}, 500)
+        known = [(status, kind) for cls, status, kind in ERROR_STATUS if isinstance(exc, cls)]
+        if not known:
+            log.exception("internal error while answering an API request")
+            return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "internal"}, 500)
+        status, kind = known[0]
     return JSONResponse({"error": short_message(str(exc)), "kind": kind}, status)
 
 
