@@ -142,3 +142,24 @@ def test_options_in_the_readme_command_table_exist():
         assert named - known == set(), (
             f"README command table: {row.split('|')[1].strip()} lacks {named - known}"
         )
+
+
+def test_files_named_in_the_docs_exist():
+    """Paths of this repository named in README.md and docs/*.md exist (a ``*`` in a name is a glob)."""
+    pattern = re.compile(r"\b(?:configs|scripts|benchmarks|src/langseg|notebooks|examples|tests)/[\w./*-]+")
+    named = {m.rstrip(".,") for path in DOCS for m in pattern.findall(path.read_text(encoding="utf-8"))}
+    assert len(named) >= 30
+    missing = sorted(n for n in named if not (any(ROOT.glob(n)) if "*" in n else (ROOT / n).exists()))
+    assert missing == [], f"named in the docs but not in the repository: {missing}"
+
+
+def test_tests_named_in_the_docs_exist():
+    """``tests/test_x.py::test_name`` references in the docs point to a test that exists."""
+    refs = {
+        m for path in DOCS for m in re.findall(r"tests/test_\w+\.py::\w+", path.read_text(encoding="utf-8"))
+    }
+    assert refs
+    missing = [
+        r for r in sorted(refs) if f"def {r.split('::')[1]}(" not in (ROOT / r.split("::")[0]).read_text()
+    ]
+    assert missing == [], f"tests named in the docs that do not exist: {missing}"
