@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from . import EXIT_INPUTS, EXIT_INTERNAL, INTERNAL_ERROR
+
 
 class Report:
     """Counts outcomes and tells the user about skipped inputs as they happen and at the end."""
@@ -27,7 +29,6 @@ class Report:
         :class:`LangsegError` (a problem with that input) skips it; any other exception is an
         internal error, reported as such (traceback only under ``--verbose``).
         """
-        from ..cli import INTERNAL_ERROR
         from ..errors import LangsegError
 
         try:
@@ -60,7 +61,7 @@ class Report:
             totals = all_reduce(torch.tensor([done, kept, skipped], dtype=torch.int64))
             done, kept, skipped = (int(v) for v in totals)
             if rank != 0:
-                return 1 if skipped else 0
+                return EXIT_INPUTS if skipped else 0
         rate = done / seconds if seconds > 0 else 0.0
         processes = f" on {size} processes" if size > 1 else ""
         print(
@@ -81,10 +82,8 @@ class Report:
                     file=sys.stderr,
                 )
         if self.internal:
-            from ..cli import EXIT_INTERNAL
-
             return EXIT_INTERNAL
-        return 1 if skipped else 0
+        return EXIT_INPUTS if skipped else 0
 
 
 def progress(total: int, unit: str = "img"):
