@@ -282,6 +282,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_flip_argument(p: argparse.ArgumentParser) -> None:
+    """``--flip/--no-flip``: None (the protocol's default) unless given."""
+    p.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
+    )
+
+
 def add_numerics_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--numerics",
@@ -290,16 +300,6 @@ def add_numerics_argument(p: argparse.ArgumentParser) -> None:
         help="'official': the official CUDA code's float16 text tower and similarity, to reproduce "
         "its outputs exactly (within one float16 step); the image network runs in fp32 "
         "(default: fp32)",
-    )
-
-
-def add_flip_argument(p: argparse.ArgumentParser) -> None:
-    """``--flip/--no-flip``: None (the protocol's default) unless given."""
-    p.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="add the horizontally flipped run (default: on with --multi-scale, off without)",
     )
 
 
