@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from ..errors import LangsegError  # noqa: E402
+from ..files import write_bytes  # noqa: E402
 from ..visualize import colorize, overlay, palette  # noqa: E402
 from .api import short_message  # noqa: E402
 from .backend import Backend, FeatureResult  # noqa: E402
@@ -116,7 +117,7 @@ class DemoUI:
         folder = Path(self._tmp.name) / uuid.uuid4().hex
         folder.mkdir()
         path = folder / f"{stem}_mask.png"
-        path.write_bytes(encode_mask_png(mask, n_labels))
+        write_bytes(path, encode_mask_png(mask, n_labels))
         self._files.append(path)
         while len(self._files) > KEEP_FILES:  # gradio has already copied older files into its cache
             old = self._files.popleft()

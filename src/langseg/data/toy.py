@@ -186,6 +186,8 @@ def write_toy_dataset(
 
     ``overwrite`` replaces only the files this function writes (labels.txt and the scene PNGs).
     """
+    from ..files import write_image, write_text
+
     out = Path(out)
     check_output_folder(out, overwrite)
     cfg = cfg or ToyConfig()
@@ -199,10 +201,9 @@ def write_toy_dataset(
         data = ToySegmentation(n, split, cfg)
         for i in range(n):
             sample = data[i]
-            sample.image.save(out / "images" / split / f"{sample.name}.png")
-            Image.fromarray(sample.mask.astype(np.uint8), "L").save(
-                out / "masks" / split / f"{sample.name}.png"
-            )
-    (out / "labels.txt").write_text("\n".join(TOY_LABELS) + "\n", encoding="utf-8")
+            write_image(out / "images" / split / f"{sample.name}.png", sample.image, overwrite=overwrite)
+            mask = Image.fromarray(sample.mask.astype(np.uint8), "L")
+            write_image(out / "masks" / split / f"{sample.name}.png", mask, overwrite=overwrite)
+    write_text(out / "labels.txt", "\n".join(TOY_LABELS) + "\n", overwrite=overwrite)
     log.info("wrote %d train and %d val toy scenes to %s", n_train, n_val, out)
     return out
