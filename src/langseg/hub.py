@@ -218,9 +218,8 @@ def _stat(path: Path) -> dict[str, int]:
 
 def _hash_converted(out: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """SHA-256 of each converted file, and the size and time it had when hashed (settled files only)."""
-    stats = {
-        f: _stat(out / f) for f in (WEIGHTS_NAME, CONFIG_NAME)
-    }  # before hashing: a change during it shows
+    # size and time taken before hashing: a change while the file is hashed shows at the next use
+    stats = {f: _stat(out / f) for f in (WEIGHTS_NAME, CONFIG_NAME)}
     hashed_at = time.time_ns()
     digests = {f: sha256_file(out / f) for f in stats}
     return digests, {f: st for f, st in stats.items() if st["mtime_ns"] < hashed_at - _SETTLED_NS}
