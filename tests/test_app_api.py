@@ -370,3 +370,34 @@ def test_info_and_json_error_shape(client):
     assert info["max_upload_bytes"] == AppConfig().max_upload_bytes and info["device"] == "cpu"
     r = post(client, b"x", filename="a.png")
     assert set(json.loads(r.text)) == {"error", "kind"}
+
+
+CONTROL_LABELS = [
+    ("sky\nblue, other", "'sky\\nblue' contains a newline"),
+    ("sky\tblue, other", "'sky\\tblue' contains a tab"),
+    ("sky\x00blue, other", "'sky\\x00blue' contains control character U+0000"),
+]
+
+
+@pytest.mark.parametrize("route", ["/api/segment", "/api/features"])
+def test_control_characters_in_labels_are_a_one_line_422(client, route):
+    for labels, message in CONTROL_LABELS:
+        files = {"image": ("scene.png", png(scene(20, 20)), "image/png")}
+        r = client.post(route, files=files, data={"labels": labels})
+        assert r.status_code == 422, (labels, r.text)
+        body = r.json()
+        assert body["kind"] == "labels" and message in body["error"], body
+        assert "\n" not in body["error"] and "\x00" not in body["error"] and "Traceback" not in r.text
+
+
+def test_control_characters_in_labels_are_a_one_line_message_in_the_page(ui, tmp_path):
+    import gradio as gr
+
+    path = tmp_path / "photo.png"
+    path.write_bytes(png(scene(20, 20)))
+    for labels, message in CONTROL_LABELS:
+        for handler, args in ((ui.segment, (False,)), (ui.features, ())):
+            with pytest.raises(gr.Error) as caught:
+                handler(str(path), labels, *args)
+            text = caught.value.message
+            assert message in text and "\n" not in text and "\x00" not in text, (handler.__name__, text)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from langseg.cli import main
-from langseg.scenes import open_scene
+from langseg.scenes import SceneError, open_scene
 from langseg.scenes.geometry import (
     camera_to_pixels,
     camera_to_world,
@@ -239,6 +239,20 @@ def test_nonfinite_poses_are_skipped_and_counted(tmp_path):
     scene = open_scene(root)
     assert [f.stem for f in scene.frames] == ["000000", "000002", "000003"]
     assert scene.skipped_poses == ["000001"] and scene.total_frames == 4
+
+
+def test_scannet_depth_size_comes_from_the_first_depth_frame_read(tmp_path):
+    root, _ = make_planes_scene(tmp_path / "s", frames=3)
+    (root / "intrinsic").mkdir()
+    for name in ("intrinsic_color.txt", "intrinsic_depth.txt"):
+        np.savetxt(root / "intrinsic" / name, np.pad(K_TEST, ((0, 1), (0, 1))) + np.diag([0, 0, 0, 1.0]))
+    (root / "pose" / "000000.txt").write_text("-inf -inf -inf -inf\n" * 4)  # left out, like ScanNet's
+    (root / "depth" / "000000.png").unlink()  # so the first frame has no depth to set the size
+    scene = open_scene(root)
+    assert scene.layout == "scannet" and scene.depth_size == (32, 24) and len(scene.frames) == 2
+    Image.fromarray(np.zeros((12, 16), np.uint16)).save(root / "depth" / "000002.png")
+    with pytest.raises(SceneError, match=r"depth/000002.png: depth frame is 16x12, expected 32x24$"):
+        open_scene(root)
 
 
 def test_trajectory_errors_name_the_row(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -10,6 +11,7 @@ import re
 import stat
 import struct
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,46 +135,67 @@ def load_image(
         f"the limit of {max_pixels:,} (--max-pixels; raise it if the image is genuine)" if max_pixels else ""
     )
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            try:
-                with Image.open(path) as img:
-                    w, h = img.size
-                    if max_pixels is not None and w * h > max_pixels:
-                        raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels is above {limit}")
-                    img.load()
-                    img = _upright(img, path)
-                    return _to_rgb(img, background)
-            finally:
-                for w_ in caught:
-                    log.warning(
-                        "%s: %s",
-                        path,
-                        str(w_.message).splitlines()[0] if str(w_.message) else w_.category.__name__,
-                    )
-    except ImageError as e:
-        if str(e).startswith(str(path)):
-            raise
-        raise ImageError(f"{path}: {e}") from None
-    except Image.DecompressionBombError as e:
+        with _decoder_warnings_logged(path), Image.open(path) as img:
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageError(f"{path}: {w}x{h} = {w * h:,} pixels is above {limit}")
+            img.load()
+            return _to_rgb(_upright(img, path), background)
+    except _DECODER_ERRORS as e:
+        raise _decode_error(path, e, limit) from None
+
+
+# what decoders raise on a bad file (Pillow's plugins raise assorted types on malformed data)
+_DECODER_ERRORS = (
+    ImageError,
+    Image.DecompressionBombError,
+    OSError,  # UnidentifiedImageError, truncated data
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    MemoryError,
+)
+
+
+@contextlib.contextmanager
+def _decoder_warnings_logged(path: Path) -> Iterator[None]:
+    """Warnings raised inside -> log lines naming ``path`` (Pillow's bomb warning: our own limit decides)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                log.warning(
+                    "%s: %s", path, str(w.message).splitlines()[0] if str(w.message) else w.category.__name__
+                )
+
+
+def _decode_error(path: Path, e: BaseException, limit: str) -> ImageError:
+    """What went wrong while decoding ``path`` -> one line naming the file."""
+    if isinstance(e, ImageError):
+        return e if str(e).startswith(str(path)) else ImageError(f"{path}: {e}")
+    if isinstance(e, Image.DecompressionBombError):
         m = _PILLOW_BOMB.search(str(e))
         size = f"{int(m[1]):,} pixels" if m else "its size"
-        raise ImageError(
-            f"{path}: refused as a possible decompression bomb: {size} is above "
-            + (
-                limit
-                or f"the decoder's limit of {Image.MAX_IMAGE_PIXELS or 0:,} pixels "
-                "(give a limit of your own with --max-pixels, max_pixels= in Python)"
-            )
-        ) from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file (unrecognized format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ImageError(f"{path}: corrupt or truncated image: {first}") from None
-    except MemoryError:
-        raise ImageError(f"{path}: not enough memory to decode the image") from None
+        decoder_limit = (
+            f"the decoder's limit of {Image.MAX_IMAGE_PIXELS or 0:,} pixels "
+            "(give a limit of your own with --max-pixels, max_pixels= in Python)"
+        )
+        return ImageError(
+            f"{path}: refused as a possible decompression bomb: {size} is above {limit or decoder_limit}"
+        )
+    if isinstance(e, UnidentifiedImageError):
+        return ImageError(f"{path}: not an image file (unrecognized format)")
+    if isinstance(e, MemoryError):
+        return ImageError(f"{path}: not enough memory to decode the image")
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return ImageError(f"{path}: corrupt or truncated image: {first}")
 
 
 def _upright(img: Image.Image, path: Path | str) -> Image.Image:

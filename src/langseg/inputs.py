@@ -20,6 +20,7 @@ from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, ImageError, load_image
 from .video import VIDEO_SUFFIXES, FrameReader, VideoError, is_video, list_frames
 
 _GLOB_CHARS = "*?["
+_WANTED = IMAGE_SUFFIXES + VIDEO_SUFFIXES  # what folders and globs yield
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -62,6 +63,37 @@ def _resolved(path: Path) -> Path:
         return Path(os.path.abspath(path))
 
 
+class _Found:
+    """The images gathered so far: each file once; none under ``skip`` unless named explicitly."""
+
+    def __init__(self, skip: Path | None, every: int) -> None:
+        self.skip, self.every = skip, every
+        self.images: list[InputImage] = []
+        self.notes: list[str] = []  # inputs that gave no image, each naming the input
+        self._seen: set[Path] = set()
+
+    def add(self, path: Path, rel: PurePath, root: str, explicit: bool = False) -> None:
+        """One file: a picture, or every ``every``-th frame of a video (a note when it cannot be read)."""
+        key = _resolved(path)
+        if key in self._seen or (not explicit and self.skip is not None and key.is_relative_to(self.skip)):
+            return
+        self._seen.add(key)
+        if not is_video(path):
+            self.images.append(InputImage(path, rel, root))
+            return
+        try:
+            frames = list_frames(path, every=self.every)
+        except VideoError as e:
+            self.notes.append(str(e))
+            return
+        stem = rel.with_suffix("")
+        self.images.extend(InputImage(path, stem / f.name, root, f.index) for f in frames)
+
+
+def _wanted(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in _WANTED
+
+
 def expand_inputs(
     inputs: Sequence[str | Path], *, exclude: str | Path | None = None, every: int = 1
 ) -> tuple[list[InputImage], list[str]]:
@@ -73,62 +105,31 @@ def expand_inputs(
     file reached twice is kept once. A video (``.mp4``, ``.mkv``, ...) gives every ``every``-th frame,
     named ``<video>/<index>_<ms>ms``; a video that cannot be read gives a note naming it.
     """
-    skip = _resolved(Path(exclude)) if exclude is not None else None
-    found: list[InputImage] = []
-    notes: list[str] = []
-    seen: set[Path] = set()
-
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    wanted = IMAGE_SUFFIXES + VIDEO_SUFFIXES
-
-    def add(path: Path, rel: PurePath, root: str, explicit: bool = False) -> None:
-        key = _resolved(path)
-        if key in seen or (not explicit and skip is not None and key.is_relative_to(skip)):
-            return
-        seen.add(key)
-        if not is_video(path):
-            found.append(InputImage(path, rel, root))
-            return
-        try:
-            frames = list_frames(path, every=every)
-        except VideoError as e:
-            notes.append(str(e))
-            return
-        stem = rel.with_suffix("")
-        found.extend(InputImage(path, stem / f.name, root, f.index) for f in frames)
-
+    found = _Found(_resolved(Path(exclude)) if exclude is not None else None, every)
     for item in inputs:
         text = str(item)
         p = Path(item).expanduser()
         if p.is_dir():
-            matches = [
-                q
-                for q in sorted(p.rglob("*"))
-                if q.is_file() and q.suffix.lower() in wanted and not _is_hidden(q, p)
-            ]
+            matches = [q for q in sorted(p.rglob("*")) if _wanted(q) and not _is_hidden(q, p)]
             for q in matches:
-                add(q, PurePath(q.relative_to(p)), _resolved(p).name)
+                found.add(q, PurePath(q.relative_to(p)), _resolved(p).name)
             if not matches:
-                notes.append(f"{text}: no images or videos in this folder (looked for {', '.join(wanted)})")
+                found.notes.append(
+                    f"{text}: no images or videos in this folder (looked for {', '.join(_WANTED)})"
+                )
         elif any(ch in text for ch in _GLOB_CHARS) and not p.exists():
             base = _glob_base(text)
-            matches = [
-                q
-                for q in sorted(Path(m) for m in glob.glob(text, recursive=True))
-                if q.is_file() and q.suffix.lower() in wanted
-            ]
+            matches = [q for q in sorted(Path(m) for m in glob.glob(text, recursive=True)) if _wanted(q)]
             for q in matches:
-                add(
-                    q,
-                    PurePath(q.relative_to(base)) if q.is_relative_to(base) else PurePath(q.name),
-                    _resolved(base).name,
-                )
+                rel = q.relative_to(base) if q.is_relative_to(base) else q.name
+                found.add(q, PurePath(rel), _resolved(base).name)
             if not matches:
-                notes.append(f"{text}: the pattern matched no images")
+                found.notes.append(f"{text}: the pattern matched no images")
         else:
-            add(p, PurePath(p.name), _resolved(p).parent.name, explicit=True)
-    return found, notes
+            found.add(p, PurePath(p.name), _resolved(p).parent.name, explicit=True)
+    return found.images, found.notes
 
 
 def read_inputs_file(path: str | Path) -> list[str]:

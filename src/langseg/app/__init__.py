@@ -8,9 +8,9 @@ Names are imported on first use, so ``langseg --help`` does not load torch, Fast
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from ..lazy import lazy_attributes
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, whoever imports gradio first
 
@@ -30,12 +30,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'langseg.app' has no attribute {name!r}")
-
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = sorted(_LAZY)

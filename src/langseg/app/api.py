@@ -12,7 +12,9 @@ At most ``concurrency + queue_size`` uploads are received at once; a request bey
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -22,7 +24,7 @@ from starlette.datastructures import UploadFile
 
 from ..errors import LabelError, LangsegError
 from ..images import ImageError
-from .backend import Backend, BackendError, BudgetError, BusyError
+from .backend import Backend, BackendError, BudgetError, BusyError, FeatureResult, SegmentResult
 from .codec import ImageTooLargeError, b64encode, encode_array, encode_image_png, encode_mask_png
 from .config import AppConfig
 
@@ -49,27 +51,29 @@ class RequestError(LangsegError):
         self.kind = kind
 
 
+# the other errors a request may meet -> (HTTP status, kind); the first match wins (subclasses first)
+ERROR_STATUS = (
+    (ImageTooLargeError, 413, "too_large"),
+    (ImageError, 400, "image"),
+    (LabelError, 422, "labels"),
+    (BusyError, 503, "busy"),
+    (BackendError, 502, "backend"),
+    (LangsegError, 400, "request"),
+)
+
+
 def error_response(exc: Exception) -> JSONResponse:
     """An exception -> JSON error with the matching HTTP status."""
     if isinstance(exc, RequestError):
         status, kind = exc.status, exc.kind
     elif isinstance(exc, BudgetError):
         status, kind = (413 if exc.image_alone else 422), "budget"
-    elif isinstance(exc, ImageTooLargeError):
-        status, kind = 413, "too_large"
-    elif isinstance(exc, ImageError):
-        status, kind = 400, "image"
-    elif isinstance(exc, LabelError):
-        status, kind = 422, "labels"
-    elif isinstance(exc, BusyError):
-        status, kind = 503, "busy"
-    elif isinstance(exc, BackendError):
-        status, kind = 502, "backend"
-    elif isinstance(exc, LangsegError):
-        status, kind = 400, "request"
     else:
-        log.exception("internal error while answering an API request")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "internal"}, 500)
+        known = [(status, kind) for cls, status, kind in ERROR_STATUS if isinstance(exc, cls)]
+        if not known:
+            log.exception("internal error while answering an API request")
+            return JSONResponse({"error": f"internal error: {type(exc).__name__}", "kind": "internal"}, 500)
+        status, kind = known[0]
     return JSONResponse({"error": short_message(str(exc)), "kind": kind}, status)
 
 
@@ -126,10 +130,67 @@ def parse_bool(text: str | None, name: str) -> bool:
     raise RequestError(f"{name} must be true or false, got {text!r}", 422, "options")
 
 
+def segment_json(result: SegmentResult) -> dict:
+    """The answer of ``POST /api/segment``: the label names, their pixel shares and the mask as PNG."""
+    H, W = result.mask.shape
+    return {
+        "labels": result.names,
+        "shares": result.shares,
+        "width": W,
+        "height": H,
+        "mask_png": b64encode(encode_mask_png(result.mask, len(result.names))),
+        "seconds": round(result.seconds, 4),
+        "multi_scale": result.multi_scale,
+    }
+
+
+def features_json(result: FeatureResult) -> dict:
+    """The answer of ``POST /api/features``: the PCA picture and each grid cell's similarity to each label."""
+    K, h, w = result.similarity.shape
+    return {
+        "labels": result.names,
+        "width": result.size[1],
+        "height": result.size[0],
+        "grid_width": w,
+        "grid_height": h,
+        "pca_png": b64encode(encode_image_png(Image.fromarray(result.pca))),
+        "similarity": encode_array(result.similarity),
+        "logit_scale": result.logit_scale,
+        "seconds": round(result.seconds, 4),
+    }
+
+
+def route_error(method: str, path: str) -> JSONResponse:
+    """405 for an API route asked with the wrong method, else 404 naming the routes."""
+    route = f"/api/{path}".rstrip("/")
+    if route in ROUTES:
+        return JSONResponse(
+            {"error": f"{method} {route} is not served; use {ROUTES[route]}", "kind": "method"},
+            405,
+            headers={"Allow": ROUTES[route]},
+        )
+    known = ", ".join(f"{m} {r}" for r, m in ROUTES.items())
+    message = f"no API route {short_message(route, 100)}; the routes are {known}"
+    return JSONResponse({"error": message, "kind": "not_found"}, 404)
+
+
 def build_router(backend: Backend, config: AppConfig) -> APIRouter:
     """The API routes, answering from ``backend`` (local model or remote service)."""
     router = APIRouter(prefix="/api")
     uploads = router.uploads = Admission(config.concurrency + config.queue_size)
+
+    async def answer(
+        request: Request, run: Callable[..., Any], to_json: Callable[[Any], dict]
+    ) -> JSONResponse:
+        """Admit the request and read its form, then ``run(image bytes, file name, labels, multi_scale
+        text)`` off the event loop; its result as ``to_json`` says, or the error as JSON."""
+        try:
+            with uploads:
+                form = await read_form(request, config)
+                result = await run_in_threadpool(run, *form)
+            return JSONResponse(to_json(result))
+        except Exception as e:
+            return error_response(e)
 
     @router.get("/info")
     def info() -> JSONResponse:
@@ -140,68 +201,21 @@ def build_router(backend: Backend, config: AppConfig) -> APIRouter:
 
     @router.post("/segment")
     async def segment(request: Request) -> JSONResponse:
-        try:
-            with uploads:
-                data, name, labels, multi = await read_form(request, config)
-                multi_scale = parse_bool(multi, "multi_scale")
-                result = await run_in_threadpool(
-                    lambda: backend.segment(data, labels, multi_scale, name=name)
-                )
-            H, W = result.mask.shape
-            return JSONResponse(
-                {
-                    "labels": result.names,
-                    "shares": result.shares,
-                    "width": W,
-                    "height": H,
-                    "mask_png": b64encode(encode_mask_png(result.mask, len(result.names))),
-                    "seconds": round(result.seconds, 4),
-                    "multi_scale": result.multi_scale,
-                }
-            )
-        except Exception as e:
-            return error_response(e)
+        def run(data: bytes, name: str, labels: str | None, multi: str | None) -> SegmentResult:
+            return backend.segment(data, labels, parse_bool(multi, "multi_scale"), name=name)
+
+        return await answer(request, run, segment_json)
 
     @router.post("/features")
     async def features(request: Request) -> JSONResponse:
-        try:
-            with uploads:
-                data, name, labels, _ = await read_form(request, config)
-                result = await run_in_threadpool(lambda: backend.features(data, labels, name=name))
-            K, h, w = result.similarity.shape
-            return JSONResponse(
-                {
-                    "labels": result.names,
-                    "width": result.size[1],
-                    "height": result.size[0],
-                    "grid_width": w,
-                    "grid_height": h,
-                    "pca_png": b64encode(encode_image_png(Image.fromarray(result.pca))),
-                    "similarity": encode_array(result.similarity),
-                    "logit_scale": result.logit_scale,
-                    "seconds": round(result.seconds, 4),
-                }
-            )
-        except Exception as e:
-            return error_response(e)
+        def run(data: bytes, name: str, labels: str | None, _multi: str | None) -> FeatureResult:
+            return backend.features(data, labels, name=name)
+
+        return await answer(request, run, features_json)
 
     @router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
     def unknown(request: Request, path: str) -> JSONResponse:
-        route = f"/api/{path}".rstrip("/")
-        if route in ROUTES:
-            return JSONResponse(
-                {"error": f"{request.method} {route} is not served; use {ROUTES[route]}", "kind": "method"},
-                405,
-                headers={"Allow": ROUTES[route]},
-            )
-        known = ", ".join(f"{m} {r}" for r, m in ROUTES.items())
-        return JSONResponse(
-            {
-                "error": f"no API route {short_message(route, 100)}; the routes are {known}",
-                "kind": "not_found",
-            },
-            404,
-        )
+        return route_error(request.method, path)
 
     return router
 

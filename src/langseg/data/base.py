@@ -40,6 +40,16 @@ class SegmentationDataset(Protocol):
     def __getitem__(self, i: int) -> SegmentationSample: ...
 
 
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse to write a dataset into ``out`` when it is a file, or a non-empty folder unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DatasetError(
+            f"{out}: folder exists and is not empty; choose another folder or pass --overwrite"
+        )
+
+
 def read_mask(path: Path) -> np.ndarray:
     """A single-channel PNG mask -> (H, W) int64 array."""
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .base import IGNORE_INDEX, DatasetError, SegmentationSample
+from .base import IGNORE_INDEX, DatasetError, SegmentationSample, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +187,7 @@ def write_toy_dataset(
     ``overwrite`` replaces only the files this function writes (labels.txt and the scene PNGs).
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(
-            f"{out}: folder exists and is not empty; choose another folder or pass --overwrite"
-        )
+    check_output_folder(out, overwrite)
     cfg = cfg or ToyConfig()
     for split, n in (("train", n_train), ("val", n_val)):
         if n < 0:

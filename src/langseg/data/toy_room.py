@@ -259,3 +259,25 @@ def visibility(xyz, normals, K, c2w, depth, tol=(0.05, 0.05)):
     d = depth[np.clip(v, 0, H - 1), np.clip(u, 0, W - 1)]
     near = np.abs(z - d) <= tol[0] + tol[1] * d
     return inside & near, inside & ~near & (z > d)
+
+
+def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
+    """A rotation matrix ``(3, 3)`` -> its unit Hamilton quaternion ``(qx, qy, qz, qw)`` with ``qw >= 0``."""
+    m = np.asarray(R, dtype=np.float64)
+    tr = np.trace(m)
+    if tr > 0:  # branch on the largest of w, x, y, z for a well-conditioned square root
+        w = math.sqrt(1.0 + tr) / 2
+        q = np.array(
+            [(m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w), w]
+        )
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        r = math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 0.0))
+        q = np.zeros(4)
+        q[i] = r / 2
+        q[j] = (m[j, i] + m[i, j]) / (2 * r)
+        q[k] = (m[k, i] + m[i, k]) / (2 * r)
+        q[3] = (m[k, j] - m[j, k]) / (2 * r)
+    q /= np.linalg.norm(q)
+    return -q if q[3] < 0 else q

@@ -52,36 +52,27 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .base import DatasetError
-from .toy import TOY_LABELS
-from .toy_room import (
-    OCCLUDER_MAX,
-    OCCLUDER_MIN,
-    POINT_SPACING_M,
-    ROOM_MAX,
-    ROOM_MIN,
-    Face,
-    intrinsics_for,
-    render_frame,
-    room_faces,
-    surface_points,
-    trajectory,
-    visibility,
+from .base import DatasetError, check_output_folder
+from .toy_room import POINT_SPACING_M, Face, render_frame, room_faces, surface_points, trajectory, visibility
+from .toy_scene_files import (
+    GENERATOR,
+    LAYOUTS,
+    POSES,
+    Cameras,
+    SceneFiles,
+    matrix_text,
+    scene_meta,
+    write_cameras,
+    write_ground_truth,
 )
 
 log = logging.getLogger(__name__)
-
-LAYOUTS = ("generic", "scannet", "replica")
-POSES = ("c2w", "w2c", "trajectory")
-DEPTH_SCALES = {"generic": 1000.0, "scannet": 1000.0, "replica": 6553.5}
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -134,26 +125,34 @@ class ToyScene:
     @classmethod
     def load(cls, root: str | Path) -> ToyScene:
         """A scene written by :func:`render_toy_scene`, read back (textures are regenerated from the seed)."""
-        from plyfile import PlyData
+        from ..scenes.points import load_points
 
         root = Path(root)
         try:
             meta = json.loads((root / "scene.json").read_text(encoding="utf-8"))
-            ply = PlyData.read(str(root / "points.ply"))["vertex"]
+            cloud = load_points(root / "points.ply")
             labels = np.load(root / "gt_labels.npy", allow_pickle=False)
+            if cloud.colors is None:
+                raise ValueError("points.ply has no colours")
         except (OSError, ValueError, KeyError) as e:
             raise DatasetError(f"{root}: not a readable toy scene ({e})") from None
         if meta.get("generator") != GENERATOR:
             raise DatasetError(f"{root / 'scene.json'}: not written by {GENERATOR}")
+        faces = room_faces(int(meta["seed"]), meta["occluder"] is not None)
+        return cls._from_meta(root, meta, cloud.xyz, labels, cloud.colors, faces)
+
+    @classmethod
+    def _from_meta(cls, root: Path, meta: dict, points, point_labels, point_colors, faces) -> ToyScene:
+        """A scene from its ``scene.json`` contents, ground truth and room faces."""
         occ = meta["occluder"]
         return cls(
             root=root,
             labels=tuple(meta["labels"]),
             intrinsics=np.array(meta["intrinsics"]),
             poses_c2w=trajectory(meta["frames"]),
-            points=np.stack([ply["x"], ply["y"], ply["z"]], axis=1).astype(np.float32),
-            point_labels=labels.astype(np.int64),
-            point_colors=np.stack([ply["red"], ply["green"], ply["blue"]], axis=1).astype(np.uint8),
+            points=points,
+            point_labels=point_labels.astype(np.int64),
+            point_colors=point_colors.astype(np.uint8),
             depth_intrinsics=np.array(meta["depth_intrinsics"]),
             size=tuple(meta["size"]),
             depth_size=tuple(meta["depth_size"]),
@@ -163,58 +162,8 @@ class ToyScene:
             seed=int(meta["seed"]),
             stems=tuple(meta["stems"]),
             occluder=(tuple(occ["min"]), tuple(occ["max"])) if occ else None,
-            _faces=room_faces(int(meta["seed"]), occ is not None),
+            _faces=faces,
         )
-
-
-GENERATOR = "langseg data toy-scene"
-
-
-def quaternion_xyzw(R: np.ndarray) -> np.ndarray:
-    """A rotation matrix ``(3, 3)`` -> its unit Hamilton quaternion ``(qx, qy, qz, qw)`` with ``qw >= 0``."""
-    m = np.asarray(R, dtype=np.float64)
-    tr = np.trace(m)
-    if tr > 0:  # branch on the largest of w, x, y, z for a well-conditioned square root
-        w = math.sqrt(1.0 + tr) / 2
-        q = np.array(
-            [(m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w), w]
-        )
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        r = math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 0.0))
-        q = np.zeros(4)
-        q[i] = r / 2
-        q[j] = (m[j, i] + m[i, j]) / (2 * r)
-        q[k] = (m[k, i] + m[i, k]) / (2 * r)
-        q[3] = (m[k, j] - m[j, k]) / (2 * r)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
-
-
-def _text(rows) -> bytes:
-    """Numbers as whitespace-separated text, one row per line, each float written exactly (``repr``)."""
-    return "".join(" ".join(repr(float(x)) for x in row) + "\n" for row in np.atleast_2d(rows)).encode()
-
-
-def _homogeneous(K: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = K
-    return out
-
-
-def _ply(points: np.ndarray, colors: np.ndarray):
-    """``(N, 3)`` float32 xyz and ``(N, 3)`` uint8 colours -> a binary PLY with one ``vertex`` element."""
-    from plyfile import PlyData, PlyElement
-
-    vertex = np.empty(
-        len(points), dtype=[(n, "f4") for n in "xyz"] + [(n, "u1") for n in ("red", "green", "blue")]
-    )
-    for i, n in enumerate("xyz"):
-        vertex[n] = points[:, i]
-    for i, n in enumerate(("red", "green", "blue")):
-        vertex[n] = colors[:, i]
-    return PlyData([PlyElement.describe(vertex, "vertex")], text=False)
 
 
 def _check_settings(frames, size, layout, pose) -> tuple[int, int]:
@@ -233,16 +182,35 @@ def _check_settings(frames, size, layout, pose) -> tuple[int, int]:
     return width, height
 
 
-def _previous_files(out: Path) -> list[str]:
-    """The files an earlier toy scene in ``out`` listed in its scene.json (none if it is not one)."""
-    try:
-        meta = json.loads((out / "scene.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
-        return []
-    files = [f for f in meta.get("files", []) if isinstance(f, str)]
-    return [f for f in files if not Path(f).is_absolute() and ".." not in Path(f).parts]  # inside `out` only
+def _render_frames(files: SceneFiles, faces, cams: Cameras, xyz, normals, *, pose, write_labels, progress):
+    """Render and write every frame -> ``(seen, hidden)``, ``(N,)`` int64 counts per candidate point of
+    the frames that see it and of those where it is in view but behind something."""
+    from tqdm.auto import tqdm
+
+    from ..files import write_bytes, write_image
+
+    seen = np.zeros(len(xyz), np.int64)
+    hidden = np.zeros(len(xyz), np.int64)
+    color_options = {"format": "JPEG", "quality": 95} if cams.color_ext == ".jpg" else {}
+    for k in tqdm(range(len(cams.poses)), desc="toy scene", unit="frame", disable=not progress, leave=False):
+        depth, label, color = render_frame(faces, cams.K, cams.poses[k], *cams.size, ss=2)
+        s, h = visibility(xyz, normals, cams.K, cams.poses[k], depth)
+        seen += s
+        hidden += h
+        if cams.depth_size != cams.size:
+            depth = render_frame(faces, cams.K_depth, cams.poses[k], *cams.depth_size, ss=0)[0]
+        depth_units = np.where(np.isfinite(depth), np.clip(np.rint(depth * cams.depth_scale), 0, 65535), 0)
+        stem = cams.stems[k]
+        files.put(
+            f"color/{stem}{cams.color_ext}", write_image, Image.fromarray(color, "RGB"), **color_options
+        )
+        files.put(f"depth/{stem}.png", write_image, Image.fromarray(depth_units.astype(np.uint16)))
+        if write_labels:
+            files.put(f"label/{stem}.png", write_image, Image.fromarray(label.astype(np.uint8), "L"))
+        if pose != "trajectory":
+            matrix = cams.poses[k] if pose == "c2w" else np.linalg.inv(cams.poses[k])
+            files.put(f"pose/{stem}.txt", write_bytes, matrix_text(matrix))
+    return seen, hidden
 
 
 def render_toy_scene(
@@ -265,129 +233,19 @@ def render_toy_scene(
     there listed but this one does not write are removed (no other file is touched). Every file is
     written atomically; ``scene.json`` comes last. ``progress`` shows a progress bar on stderr.
     """
-    from tqdm.auto import tqdm
-
-    from ..files import atomic_write, write_array, write_bytes, write_image, write_json
-
     width, height = _check_settings(frames, size, layout, pose)
-    frames = int(frames)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(
-            f"{out}: folder exists and is not empty; choose another folder or pass --overwrite"
-        )
-    previous = _previous_files(out) if overwrite else []
-
+    check_output_folder(out, overwrite)
+    files = SceneFiles(out, overwrite)
     faces = room_faces(seed, occluder)
-    K = intrinsics_for(width, height)
-    dsize = (width // 2, height // 2) if layout == "scannet" else (width, height)
-    K_depth = intrinsics_for(*dsize)
-    scale = DEPTH_SCALES[layout]
-    poses = trajectory(frames)
-    stems = [f"{k:06d}" if layout == "generic" else str(k) for k in range(frames)]
-    color_ext = ".png" if layout == "generic" else ".jpg"
-    xyz, normals, point_labels, point_colors = surface_points(faces, POINT_SPACING_M)
-    seen = np.zeros(len(xyz), np.int64)  # frames that see each candidate point
-    hidden = np.zeros(len(xyz), np.int64)  # frames where it is in view but behind something
-    written: list[str] = []
-
-    def put(rel: str, writer, obj, **options) -> None:  # one file, atomically, listed in scene.json
-        writer(out / rel, obj, overwrite=overwrite, **options)
-        written.append(rel)
-
-    color_options = {"format": "JPEG", "quality": 95} if color_ext == ".jpg" else {}
-    for k in tqdm(range(frames), desc="toy scene", unit="frame", disable=not progress, leave=False):
-        depth, label, color = render_frame(faces, K, poses[k], width, height, ss=2)
-        s, h = visibility(xyz, normals, K, poses[k], depth)
-        seen += s
-        hidden += h
-        if dsize != (width, height):
-            depth = render_frame(faces, K_depth, poses[k], *dsize, ss=0)[0]
-        depth_units = np.where(np.isfinite(depth), np.clip(np.rint(depth * scale), 0, 65535), 0)
-        stem = stems[k]
-        put(f"color/{stem}{color_ext}", write_image, Image.fromarray(color, "RGB"), **color_options)
-        put(f"depth/{stem}.png", write_image, Image.fromarray(depth_units.astype(np.uint16)))
-        if write_labels:
-            put(f"label/{stem}.png", write_image, Image.fromarray(label.astype(np.uint8), "L"))
-        if pose != "trajectory":
-            matrix = poses[k] if pose == "c2w" else np.linalg.inv(poses[k])
-            put(f"pose/{stem}.txt", write_bytes, _text(matrix))
-
-    if pose == "trajectory":
-        rows = [[*c2w[:3, 3], *quaternion_xyzw(c2w[:3, :3])] for c2w in poses]
-        put("trajectory.txt", write_bytes, _text(rows))
-    if layout == "generic":
-        put("intrinsics.txt", write_bytes, _text(K))
-    elif layout == "replica":
-        put("intrinsics.txt", write_bytes, _text(_homogeneous(K)))
-    else:
-        put("intrinsic/intrinsic_color.txt", write_bytes, _text(_homogeneous(K)))
-        put("intrinsic/intrinsic_depth.txt", write_bytes, _text(_homogeneous(K_depth)))
-
-    keep = seen > 0  # the ground truth holds the surface points that some frame sees
-    points, point_labels, point_colors = xyz[keep], point_labels[keep], point_colors[keep]
-    put("points.ply", atomic_write, _ply(points, point_colors).write)
-    put("gt_labels.npy", write_array, point_labels.astype(np.int64), fmt="npy")
-    put("labels.txt", write_bytes, ("\n".join(TOY_LABELS) + "\n").encode())
-    occ_box = (tuple(OCCLUDER_MIN.tolist()), tuple(OCCLUDER_MAX.tolist())) if occluder else None
-    meta = {
-        "generator": GENERATOR,
-        "format_version": FORMAT_VERSION,
-        "layout": layout,
-        "pose": pose,
-        "pose_convention": {
-            "c2w": "pose/<stem>.txt: 4x4 camera-to-world",
-            "w2c": "pose/<stem>.txt: 4x4 world-to-camera",
-            "trajectory": "trajectory.txt: x y z qx qy qz qw per frame, camera-to-world, Hamilton, scalar last",
-        }[pose],
-        "camera": "OpenCV: x right, y down, z forward; depth is z along the optical axis",
-        "world": "metres, z up, floor at z = 0",
-        "frames": frames,
-        "stems": stems,
-        "size": [width, height],
-        "depth_size": list(dsize),
-        "depth_scale": scale,
-        "color_format": color_ext[1:],
-        "intrinsics": K.tolist(),
-        "depth_intrinsics": K_depth.tolist(),
-        "seed": int(seed),
-        "labels": list(TOY_LABELS),
-        "room": {"min": ROOM_MIN.tolist(), "max": ROOM_MAX.tolist()},
-        "occluder": {"min": list(occ_box[0]), "max": list(occ_box[1])} if occ_box else None,
-        "points": len(points),
-        "point_spacing": POINT_SPACING_M,
-        "occlusion": {
-            "points_hidden_in_some_frame": int(((hidden > 0) & keep).sum()),
-            "hidden_point_views": int(hidden[keep].sum()),
-            "seen_point_views": int(seen[keep].sum()),
-        },
-        "files": [*written, "scene.json"],
-    }
-    for rel in set(previous) - set(meta["files"]):  # leftovers of an earlier toy scene in this folder
-        (out / rel).unlink(missing_ok=True)
-        parent = (out / rel).parent
-        if parent != out and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-    write_json(out / "scene.json", meta, overwrite=overwrite)
-    log.info("rendered %d frames and %d ground-truth points to %s", frames, len(points), out)
-    return ToyScene(
-        root=out,
-        labels=TOY_LABELS,
-        intrinsics=K,
-        poses_c2w=poses,
-        points=points,
-        point_labels=point_labels.astype(np.int64),
-        point_colors=point_colors.astype(np.uint8),
-        depth_intrinsics=K_depth,
-        size=(width, height),
-        depth_size=dsize,
-        depth_scale=scale,
-        layout=layout,
-        pose=pose,
-        seed=int(seed),
-        stems=tuple(stems),
-        occluder=occ_box,
-        _faces=faces,
+    cams = Cameras.for_layout(layout, width, height, int(frames))
+    candidates = surface_points(faces, POINT_SPACING_M)  # (xyz, normals, labels, colours)
+    seen, hidden = _render_frames(
+        files, faces, cams, *candidates[:2], pose=pose, write_labels=write_labels, progress=progress
     )
+    write_cameras(files, cams, layout, pose)
+    points, point_labels, point_colors, occlusion = write_ground_truth(files, candidates, seen, hidden)
+    meta = scene_meta(cams, layout, pose, seed, occluder, len(points), occlusion)
+    files.finish(meta)
+    log.info("rendered %d frames and %d ground-truth points to %s", len(cams.poses), len(points), out)
+    return ToyScene._from_meta(out, meta, points, point_labels, point_colors, faces)

@@ -92,9 +92,8 @@ class Accumulator:
         self.sums = torch.zeros(n_points, dim, dtype=torch.float32, device=device)
         self.weights = torch.zeros(n_points, dtype=torch.float32, device=device)
         self.counts = torch.zeros(n_points, dtype=torch.int64, device=device)
-        self.in_view = torch.zeros(
-            2, dtype=torch.int64
-        )  # points in view of a frame, and passing its depth test
+        # points in view of a frame, and those of them passing its depth test (summed over frames)
+        self.in_view = torch.zeros(2, dtype=torch.int64)
 
     def add(self, index: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor | None) -> None:
         """``feats (M, D)`` seen at points ``index (M,)`` (distinct), each with ``weight (M,)`` or 1."""
@@ -259,14 +258,15 @@ def fuse(
     With ``world_size > 1`` the frames are split by :func:`langseg.distributed.split` and the sums
     added over ranks (every rank returns the same result). ``checkpoint_dir`` receives this rank's
     sums every ``config.checkpoint_every`` frames; ``resume`` continues from them (``key`` must match
-    the one they were written with, see :func:`fingerprint`).
+    the one they were written with, see :func:`fingerprint`). ``progress`` is called with the number
+    of frames fused since its last call, over all ranks.
     """
     device = predictor.device
-    dim = predictor.model.config.embed_dim
     pts = torch.from_numpy(cloud.xyz).to(device).T.contiguous()  # (3, N): one row per coordinate
-    acc = Accumulator(pts.shape[1], dim, device)
+    acc = Accumulator(pts.shape[1], predictor.model.config.embed_dim, device)
     mine = split(scene.frames, rank, world_size)
     ckpt = _checkpoint_path(checkpoint_dir, rank, world_size) if checkpoint_dir is not None else None
+    saving = ckpt is not None and config.checkpoint_every > 0
     done = 0
     if resume and ckpt is not None and ckpt.is_file():
         done = _load_checkpoint(ckpt, acc, key)
@@ -274,61 +274,64 @@ def fuse(
         if progress is not None:
             progress(done * world_size)
     timing = {"network_s": 0.0, "fusion_s": 0.0, "read_s": 0.0}
-    since = 0
-    todo = mine[done:]
+    todo, since = mine[done:], 0
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
-        t0 = time.perf_counter()
-        images = [read_color(f.color, max_pixels) for f in batch]
-        depths = [
-            read_depth(f.depth, scene.depth_scale).to(device)
-            if config.occlusion and f.depth is not None
-            else None
-            for f in batch
-        ]
-        t1 = time.perf_counter()
-        feats = predictor.features(images, resolution=config.resolution, batch_size=config.batch_size)
-        _sync(device)
-        t2 = time.perf_counter()
-        for frame, image, depth, fmap in zip(batch, images, depths, feats):
-            vis = fuse_frame(acc, pts, frame, (image.shape[1], image.shape[0]), fmap, depth, config)
-            if depth is not None:
-                acc.in_view += torch.tensor([vis.in_view, len(vis.index)])
-        _sync(device)
-        t3 = time.perf_counter()
-        timing["read_s"] += t1 - t0
-        timing["network_s"] += t2 - t1
-        timing["fusion_s"] += t3 - t2
-        done += len(batch)
-        since += len(batch)
-        if (
-            ckpt is not None
-            and config.checkpoint_every
-            and since >= config.checkpoint_every
-            and done < len(mine)
-        ):
+        _fuse_batch(acc, pts, batch, predictor, scene.depth_scale, config, max_pixels, timing)
+        done, since = done + len(batch), since + len(batch)
+        if saving and since >= config.checkpoint_every and done < len(mine):
             _save_checkpoint(ckpt, acc, done, key)
             since = 0
         if progress is not None:
-            progress(len(batch) * world_size if world_size > 1 else len(batch))
-    if ckpt is not None and config.checkpoint_every and len(mine):
+            progress(len(batch) * world_size)
+    if saving and len(mine):
         _save_checkpoint(ckpt, acc, done, key)  # this rank's share is complete
     if world_size > 1:  # the ranks fused shares of this scene's frames: add them up
         acc.all_reduce()
-    agreement = acc.in_view.tolist()
-    fused = FusedScene(
-        xyz=cloud.xyz,
-        colors=cloud.colors if cloud.colors is not None else np.full((len(cloud.xyz), 3), 128, np.uint8),
-        features=acc.mean_(),
-        counts=acc.counts,
-        weights=acc.weights,
-    )
-    fused.stats = {
+    return _fused_scene(cloud, acc, timing, len(todo))
+
+
+def _fuse_batch(
+    acc: Accumulator,
+    pts: torch.Tensor,
+    batch: list[Frame],
+    predictor: Any,
+    depth_scale: float,
+    config: FuseConfig,
+    max_pixels: int | None,
+    timing: dict[str, float],
+) -> None:
+    """Read a batch of frames, run the network on them and fuse each; adds the seconds to ``timing``."""
+    device = pts.device
+    t0 = time.perf_counter()
+    images = [read_color(f.color, max_pixels) for f in batch]
+    use_depth = [config.occlusion and f.depth is not None for f in batch]
+    depths = [read_depth(f.depth, depth_scale).to(device) if d else None for f, d in zip(batch, use_depth)]
+    t1 = time.perf_counter()
+    feats = predictor.features(images, resolution=config.resolution, batch_size=config.batch_size)
+    _sync(device)
+    t2 = time.perf_counter()
+    for frame, image, depth, fmap in zip(batch, images, depths, feats):
+        vis = fuse_frame(acc, pts, frame, (image.shape[1], image.shape[0]), fmap, depth, config)
+        if depth is not None:
+            acc.in_view += torch.tensor([vis.in_view, len(vis.index)])
+    _sync(device)
+    t3 = time.perf_counter()
+    timing["read_s"] += t1 - t0
+    timing["network_s"] += t2 - t1
+    timing["fusion_s"] += t3 - t2
+
+
+def _fused_scene(cloud: PointCloud, acc: Accumulator, timing: dict[str, float], n_fused: int) -> FusedScene:
+    """The mean features of the summed frames, with rank 0's timing and the depth agreement."""
+    in_view, agreeing = acc.in_view.tolist()
+    stats = {
         "timing_rank0": {k: round(v, 3) for k, v in timing.items()},
-        "frames_fused_rank0": len(todo),
-        "depth_agreement": agreement[1] / agreement[0] if agreement[0] > 0 else None,
+        "frames_fused_rank0": n_fused,
+        "depth_agreement": agreeing / in_view if in_view > 0 else None,
     }
-    return fused
+    colors = cloud.colors if cloud.colors is not None else np.full((len(cloud.xyz), 3), 128, np.uint8)
+    return FusedScene(cloud.xyz, colors, acc.mean_(), acc.counts, acc.weights, stats)
 
 
 def fuse_frame(

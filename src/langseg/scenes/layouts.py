@@ -230,6 +230,84 @@ def open_scene(
         raise SceneError(f"unknown pose convention {pose!r}; expected c2w or w2c")
     if every < 1:
         raise SceneError(f"--every must be >= 1, got {every}")
+    files, name, scale = _layout_of(root, layout, depth_scale)
+    colors = _color_frames(root / "color")
+    poses = _read_poses(root, [p.stem for p in colors], trajectory)
+    depth_dir = root / "depth" if use_depth and (root / "depth").is_dir() else None
+    if use_depth and depth_dir is None:
+        log.warning("%s: no depth/ folder; only the frustum test applies (noisier)", root)
+    check = _FrameCheck.of(root, colors[0], *_read_intrinsics(root, files), depth_dir, files == "scannet")
+    frames: list[Frame] = []
+    skipped: list[str] = []
+    for i in range(0, len(colors), every):
+        if not np.isfinite(poses[i]).all():
+            skipped.append(colors[i].stem)
+            continue
+        check_rigid(poses[i], poses_where(root, colors[i].stem, trajectory, i))
+        frames.append(check.frame(colors[i], to_world_cam(poses[i], pose)))
+    if not frames:
+        raise SceneError(f"{root}: no usable frames ({len(skipped)} with non-finite poses)")
+    return SceneInput(
+        root=root,
+        name=root.resolve().name,
+        layout=name,
+        depth_scale=scale,
+        pose=pose,
+        color_size=check.color_size,
+        depth_size=check.depth_size if depth_dir is not None else None,
+        frames=frames,
+        skipped_poses=skipped,
+        total_frames=len(colors),
+    )
+
+
+@dataclass
+class _FrameCheck:
+    """What every frame of a scene must match (the first frame's sizes), and its intrinsics."""
+
+    root: Path
+    first: Path  # the first colour frame
+    color_size: tuple[int, int]  # (W, H) of every colour frame
+    K_color: np.ndarray  # (3, 3) unless intrinsic/<stem>.txt gives a frame its own
+    K_depth: np.ndarray | None  # (3, 3); None: the colour intrinsics (same-size frames)
+    depth_dir: Path | None  # None: no depth
+    depth_size: tuple[int, int] | None  # (W, H) of every depth frame; None: the first one read sets it
+    scannet: bool  # depth frames have their own size (ScanNet), not the colour frame's
+
+    @classmethod
+    def of(cls, root, first, K_color, K_depth, depth_dir, scannet) -> _FrameCheck:
+        color_size = _image_size(first)
+        depth_size = None if depth_dir is not None and scannet else color_size
+        if depth_dir is not None and scannet and (depth_dir / f"{first.stem}.png").is_file():
+            depth_size = _image_size(depth_dir / f"{first.stem}.png")
+        return cls(root, first, color_size, K_color, K_depth, depth_dir, depth_size, scannet)
+
+    def frame(self, color: Path, T_world_cam: np.ndarray) -> Frame:
+        """One frame, after checking its sizes and that its depth frame exists."""
+        stem, size = color.stem, _image_size(color)
+        if size != self.color_size:
+            W, H = self.color_size
+            raise SceneError(f"{color}: {size[0]}x{size[1]}, but {self.first.name} is {W}x{H}")
+        per_frame = self.root / "intrinsic" / f"{stem}.txt"
+        Kc = read_intrinsics(per_frame) if per_frame.is_file() else self.K_color
+        if self.depth_dir is None:
+            return Frame(stem, color, None, T_world_cam, Kc, None)
+        depth = self.depth_dir / f"{stem}.png"
+        if not depth.is_file():
+            raise SceneError(f"{depth}: no such file (every colour frame needs its depth frame)")
+        dsize, want = _image_size(depth), self.depth_size
+        if want is not None and dsize != want:
+            raise SceneError(
+                f"{depth}: depth frame is {dsize[0]}x{dsize[1]}, expected {want[0]}x{want[1]}"
+                + (" (the colour frame's size)" if not self.scannet else "")
+            )
+        self.depth_size = dsize
+        Kd = self.K_depth if self.K_depth is not None else Kc
+        return Frame(stem, color, depth, T_world_cam, Kc, Kd)
+
+
+def _layout_of(root: Path, layout: str, depth_scale: float | None) -> tuple[str, str, float]:
+    """-> (the layout the files are in, the layout to read them as, the depth scale)."""
     if not root.is_dir():
         raise SceneError(f"{root}: no such scene folder")
     files = detect_layout(root)
@@ -239,8 +317,11 @@ def open_scene(
     scale = float(depth_scale) if depth_scale is not None else DEPTH_SCALES[name]
     if not scale > 0:
         raise SceneError(f"--depth-scale must be positive, got {depth_scale}")
+    return files, name, scale
 
-    color_dir = root / "color"
+
+def _color_frames(color_dir: Path) -> list[Path]:
+    """The colour frames of a scene, in natural order of their stems (which must differ)."""
     if not color_dir.is_dir():
         raise SceneError(f"{color_dir}: no such folder (a scene needs color/, depth/, pose/ and intrinsics)")
     colors = sorted(
@@ -253,72 +334,7 @@ def open_scene(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise SceneError(f"{color_dir}: two colour frames share the name {dup!r}")
-
-    poses = _read_poses(root, stems, trajectory)
-    K_color, K_depth = _read_intrinsics(root, files)
-    depth_dir = root / "depth"
-    has_depth = use_depth and depth_dir.is_dir()
-    if use_depth and not has_depth:
-        log.warning("%s: no depth/ folder; only the frustum test applies (noisier)", root)
-
-    color_size = _image_size(colors[0])
-    depth_size = None
-    if has_depth:
-        depth_size = (
-            _image_size(depth_dir / f"{stems[0]}.png") if (depth_dir / f"{stems[0]}.png").is_file() else None
-        )
-    frames: list[Frame] = []
-    skipped: list[str] = []
-    for i, color in enumerate(colors):
-        if i % every:
-            continue
-        stem = color.stem
-        T_raw = poses[i]
-        where = poses_where(root, stem, trajectory, i)
-        if not np.isfinite(T_raw).all():
-            skipped.append(stem)
-            continue
-        check_rigid(T_raw, where)
-        size = _image_size(color)
-        if size != color_size:
-            raise SceneError(
-                f"{color}: {size[0]}x{size[1]}, but {colors[0].name} is {color_size[0]}x{color_size[1]}"
-            )
-        Kc = K_color
-        per_frame = root / "intrinsic" / f"{stem}.txt"
-        if per_frame.is_file():
-            Kc = read_intrinsics(per_frame)
-        depth = None
-        Kd = None
-        if has_depth:
-            depth = depth_dir / f"{stem}.png"
-            if not depth.is_file():
-                raise SceneError(f"{depth}: no such file (every colour frame needs its depth frame)")
-            dsize = _image_size(depth)
-            want = depth_size if files == "scannet" else color_size
-            if dsize != want:
-                raise SceneError(
-                    f"{depth}: depth frame is {dsize[0]}x{dsize[1]}, expected {want[0]}x{want[1]}"
-                    + (" (the colour frame's size)" if files != "scannet" else "")
-                )
-            Kd = K_depth if K_depth is not None else Kc
-        frames.append(Frame(stem, color, depth, to_world_cam(T_raw, pose), Kc, Kd))
-    if not frames:
-        raise SceneError(f"{root}: no usable frames ({len(skipped)} with non-finite poses)")
-    if has_depth and files != "scannet":
-        depth_size = color_size
-    return SceneInput(
-        root=root,
-        name=root.resolve().name,
-        layout=name,
-        depth_scale=scale,
-        pose=pose,
-        color_size=color_size,
-        depth_size=depth_size if has_depth else None,
-        frames=frames,
-        skipped_poses=skipped,
-        total_frames=len(colors),
-    )
+    return colors
 
 
 def poses_where(root: Path, stem: str, trajectory: str | Path | None, index: int) -> str:
