@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -221,6 +222,56 @@ def test_first_download_records_its_sha256_and_later_uses_are_checked(
     weights.write_bytes(bytes(data))
     with pytest.raises(DownloadError, match="model.safetensors: SHA-256 .* differs .* recorded"):
         fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+
+
+def test_a_cached_entry_is_hashed_again_only_when_its_size_or_mtime_changed(
+    server, official_bytes, tmp_path, monkeypatch
+):
+    import langseg.hub as hub
+
+    registry = _entry(server, official_bytes)
+    out = fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    record_file = record_path("tiny-test", tmp_path)
+    assert json.loads(record_file.read_text())["stat"] == {}  # just written: its mtime is not trusted yet
+    weights, config = out / "model.safetensors", out / "config.json"
+    settled = time.time_ns() - 10 * 10**9  # as if converted 10 s ago
+    for f in (weights, config):
+        os.utime(f, ns=(settled, settled))
+    fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)  # hashed, size and time recorded
+    stat = json.loads(record_file.read_text())["stat"]
+    assert stat["model.safetensors"] == {"size": weights.stat().st_size, "mtime_ns": settled}
+
+    hashed = []
+    real_sha256 = hub.sha256_file
+    monkeypatch.setattr(hub, "sha256_file", lambda path: hashed.append(Path(path).name) or real_sha256(path))
+    assert fetch("tiny-test", registry=registry, cache=tmp_path, progress=False) == out
+    assert hashed == []  # unchanged: not read again
+    fetch("tiny-test", registry=registry, cache=tmp_path, progress=False, verify=True)
+    assert sorted(hashed) == ["config.json", "model.safetensors"]  # verify=True always hashes
+
+    original = weights.read_bytes()
+    flipped = bytearray(original)
+    flipped[-1] ^= 1
+    weights.write_bytes(bytes(flipped))  # same size, new mtime
+    os.utime(weights, ns=(settled + 10**9, settled + 10**9))
+    hashed.clear()
+    with pytest.raises(DownloadError, match="model.safetensors: SHA-256 .* differs .* recorded") as e:
+        fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    assert "model.safetensors" in hashed and "\n" not in str(e.value)
+
+    weights.write_bytes(original + b"\0")  # another size, the recorded mtime
+    os.utime(weights, ns=(settled, settled))
+    hashed.clear()
+    with pytest.raises(DownloadError, match="model.safetensors: SHA-256 .* differs .* recorded"):
+        fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    assert "model.safetensors" in hashed
+
+    weights.write_bytes(original)  # the recorded content again, touched: hashed once, then trusted
+    os.utime(weights, ns=(settled - 10**9, settled - 10**9))
+    fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    hashed.clear()
+    fetch("tiny-test", registry=registry, cache=tmp_path, progress=False)
+    assert hashed == []
 
 
 def test_a_changed_download_is_refused_against_the_first_use_record(server, official_bytes, tmp_path):

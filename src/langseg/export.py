@@ -128,54 +128,23 @@ def export_onnx(
     ``labels`` (names or synonym tuples, with ``templates``) make the graph also return logits.
     ``dtype`` float32 or float16; ``verify_sizes``: two ``(H, W)`` by default (the native size and a
     wider one). Raises :class:`ExportError` when the model or option cannot be exported or the
-    graph differs from the eager model by more than 1e-4 (float32) / 2e-2 (float16).
+    graph differs from the eager model by more than 1e-4 (float32) / 2e-2 (float16). The graph is
+    traced with the model's fast paths as they are set.
     """
-    from .files import atomic_write
-
     _refuse(model, dtype, opset)
     out = Path(out)
     weight = model.pixel_embed.weight
     if weight.device.type != "cpu" or weight.dtype != dtype:  # never round the caller's weights in place
         model = copy.deepcopy(model).to(device="cpu", dtype=dtype)
     model = model.eval()
-    saved_paths = model.fast_paths
     start = time.perf_counter()
-    try:
-        text = model.encode_text(labels, templates) if labels is not None else None
-        graph = (PixelGraph(model) if text is None else LogitsGraph(model, text)).eval()
-        outputs = ["pixels"] if text is None else ["pixels", "logits"]
-        example = torch.randn(2, 3, *_trace_size(model), generator=torch.Generator().manual_seed(0)).to(dtype)
-        axes = {"images": {0: "batch", 2: "height", 3: "width"}}
-        axes.update({name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in outputs})
-
-        def write(f) -> None:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer notes about the size checks, which hold for any size
-                torch.onnx.export(
-                    graph,
-                    (example,),
-                    f,
-                    dynamo=False,
-                    input_names=["images"],
-                    output_names=outputs,
-                    dynamic_axes=axes,
-                    opset_version=opset,
-                    do_constant_folding=True,
-                )
-
-        try:
-            atomic_write(out, write, overwrite=overwrite)
-        except LangsegError:
-            raise
-        except Exception as e:  # the exporter's own errors: one line naming the unsupported part
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ExportError(f"{model.config.name} cannot be exported to ONNX: {first}") from None
-        seconds = time.perf_counter() - start
-        sizes = list(verify_sizes) if verify_sizes else default_sizes(model)
-        checks = verify_onnx(out, graph, sizes, dtype=dtype, outputs=outputs)
-    finally:
-        model.set_fast_paths(saved_paths)
-    result = ExportResult(out, outputs, checks, seconds, _label_names(labels))
+    text = model.encode_text(labels, templates) if labels is not None else None
+    graph = (PixelGraph(model) if text is None else LogitsGraph(model, text)).eval()
+    outputs = ["pixels"] if text is None else ["pixels", "logits"]
+    _write_graph(graph, out, _trace_size(model), dtype, outputs, opset, overwrite)
+    seconds = time.perf_counter() - start
+    sizes = list(verify_sizes) if verify_sizes else default_sizes(model)
+    checks = verify_onnx(out, graph, sizes, dtype=dtype, outputs=outputs)
     bad = [c for c in checks if not c.ok]
     if bad:
         worst = max(bad, key=lambda c: c.max_abs_diff)
@@ -183,7 +152,47 @@ def export_onnx(
             f"{out}: the ONNX graph differs from the eager model: {worst.output} at {worst.size[0]}x{worst.size[1]} "
             f"max |difference| {worst.max_abs_diff:.3g} > {worst.tolerance:g}"
         )
-    return result
+    return ExportResult(out, outputs, checks, seconds, _label_names(labels))
+
+
+def _write_graph(
+    graph: nn.Module,
+    out: Path,
+    size: tuple[int, int],
+    dtype: torch.dtype,
+    outputs: list[str],
+    opset: int,
+    overwrite: bool,
+) -> None:
+    """Trace ``graph`` on an example batch of ``size`` and write it to ``out`` (atomically)."""
+    from .files import atomic_write
+
+    example = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}}
+    axes.update({name: {0: "batch", 2: f"{name}_height", 3: f"{name}_width"} for name in outputs})
+
+    def write(f) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer notes about the size checks, which hold for any size
+            torch.onnx.export(
+                graph,
+                (example,),
+                f,
+                dynamo=False,
+                input_names=["images"],
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+
+    try:
+        atomic_write(out, write, overwrite=overwrite)
+    except LangsegError:
+        raise
+    except Exception as e:  # the exporter's own errors: one line naming the unsupported part
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ExportError(f"{graph.model.config.name} cannot be exported to ONNX: {first}") from None
 
 
 def _label_names(labels: Labels | None) -> list[str] | None:

@@ -8,7 +8,10 @@ unless ``keep_original``.
 Checksums: the official files have no published hash, so the entries carry none. Trust on first use
 instead: the SHA-256 of the downloaded file is logged and recorded in ``<cache>/<name>.sha256.json``
 together with the SHA-256 of the converted files, and every later use of the cache entry (or of a
-kept or re-downloaded original) is checked against that record.
+kept or re-downloaded original) is checked against that record. The record also holds the size and
+modification time (``mtime_ns``) of each converted file as it was hashed; a later use hashes the files
+again only when one of them changed (or with ``verify=True``), so loading a cached name does not read
+the whole weights file twice.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import http.client
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -30,137 +33,28 @@ from tqdm.auto import tqdm
 
 from .errors import LangsegError
 from .files import write_json
+from .model_format import CONFIG_NAME, WEIGHTS_NAME
 from .provenance import sha256_file
+from .registry import REGISTRY, WeightsEntry
+
+__all__ = [
+    "REGISTRY",
+    "DownloadError",
+    "WeightsEntry",
+    "cache_dir",
+    "cached_path",
+    "download",
+    "fetch",
+    "is_cached",
+    "read_record",
+    "record_path",
+]
 
 log = logging.getLogger(__name__)
-
-# file names of our format (as in langseg.models.checkpoint, which imports torch: this module must not)
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-
-_DRIVE = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
-_DRIVE_PAGE = "https://drive.google.com/file/d/{id}/view"
 
 
 class DownloadError(LangsegError, RuntimeError):
     """A named checkpoint could not be fetched; the message says how to get it by hand."""
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """One downloadable official checkpoint."""
-
-    name: str  # our name, used with load_model(name)
-    filename: str  # the official file name
-    url: str  # direct download location
-    page: str  # where a person downloads it by hand
-    description: str
-    sha256: str | None = None  # a published SHA-256, checked after download (none is published today)
-    overrides: dict[str, Any] = field(default_factory=dict)  # config fields the weights cannot tell
-    note: str = ""
-    unavailable: str = ""  # why this name hands out nothing (and what to do instead); empty: available
-
-
-def _drive(name: str, filename: str, file_id: str, description: str, **kw: Any) -> WeightsEntry:
-    return WeightsEntry(
-        name, filename, _DRIVE.format(id=file_id), _DRIVE_PAGE.format(id=file_id), description, **kw
-    )
-
-
-_ZS_VIT = {"name": "lseg_zs_vitl16_384", "activation": "relu", "labels": ("others",)}
-_ZS_RN = {"name": "lseg_zs_rn101", "labels": ("others",)}
-
-REGISTRY: MappingProxyType[str, WeightsEntry] = MappingProxyType(
-    {
-        e.name: e
-        for e in [
-            _drive(
-                "lseg-demo-vitl16",
-                "demo_e200.ckpt",
-                "1ayk6NXURI_vIPlym16f_RG3ffxBWHxvb",
-                "demo model: ViT-L/16 image encoder, CLIP ViT-B/32 text encoder (any labels)",
-                overrides={"labels": ("dog", "grass", "other")},
-            ),
-            _drive(
-                "lseg-fss-vitl16",
-                "fss_l16.ckpt",
-                "1-wRkHVQ4UxVYiVPNVXFU4Qwo8qliN-xg",
-                "zero-shot FSS-1000, ViT-L/16 (87.8 mIoU)",
-                overrides=_ZS_VIT,
-            ),
-            _drive(
-                "lseg-fss-rn101",
-                "fss_rn101.ckpt",
-                "1tIv239sRibgTF73m09Z3fmDYkTngQhwp",
-                "zero-shot FSS-1000, ResNet-101 (84.7 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-pascal-fold0-rn101",
-                "pascal_fold0.ckpt",
-                "1gKXh_VORfFBhGVfwaDD-FzLn3hqiIAoR",
-                "zero-shot PASCAL-5i fold 0, ResNet-101 (52.8 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-pascal-fold1-rn101",
-                "pascal_fold1.ckpt",
-                "16GrCGJi5hfjMZ0lzd-SHtLvbRpbxa8Sh",
-                "zero-shot PASCAL-5i fold 1, ResNet-101 (53.8 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-pascal-fold2-rn101",
-                "pascal_fold2.ckpt",
-                "1hJXCus0QzhphZ3R96fe8WHVYiYfpkF-G",
-                "zero-shot PASCAL-5i fold 2, ResNet-101 (44.4 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-pascal-fold3-rn101",
-                "pascal_fold3.ckpt",
-                "1lGzhGxx9FECPg52LAVW_4GZQIMx25ele",
-                "zero-shot PASCAL-5i fold 3, ResNet-101 (38.5 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-coco-fold0-rn101",
-                "coco_fold0.ckpt",
-                "1Q261gloDZQeqVA6pDqWVVzW8I6k0TTHu",
-                "zero-shot COCO-20i fold 0, ResNet-101 (22.1 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-coco-fold1-rn101",
-                "coco_fold1.ckpt",
-                "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
-                "zero-shot COCO-20i fold 1, ResNet-101 (25.1 mIoU)",
-                overrides=_ZS_RN,
-                note="unavailable: the official link serves the fold-2 file",
-                unavailable=(
-                    "the official download link for coco_fold1.ckpt serves the same file as coco_fold2.ckpt "
-                    "(lang-seg issue #42, github.com/isl-org/lang-seg/issues/42), so this name would hand "
-                    "out the fold-2 model. If you have the real fold-1 checkpoint, pass its path instead "
-                    "of the name, e.g. --weights path/to/coco_fold1.ckpt (or langseg.load_model(path))."
-                ),
-            ),
-            _drive(
-                "lseg-coco-fold2-rn101",
-                "coco_fold2.ckpt",
-                "1q7iqEUmPePqqUq0QDUlhHkajTAydvVYn",
-                "zero-shot COCO-20i fold 2, ResNet-101 (24.9 mIoU)",
-                overrides=_ZS_RN,
-            ),
-            _drive(
-                "lseg-coco-fold3-rn101",
-                "coco_fold3.ckpt",
-                "1H6d6udhJ92eEMeRDF0E5NFJD2LDI1DBX",
-                "zero-shot COCO-20i fold 3, ResNet-101 (21.5 mIoU)",
-                overrides=_ZS_RN,
-            ),
-        ]
-    }
-)
 
 
 def cache_dir() -> Path:
@@ -218,11 +112,8 @@ def _manual_hint(entry: WeightsEntry, target: Path) -> str:
     )
 
 
-def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeout: float = 15.0) -> Path:
-    """Download ``entry`` to ``target``, resuming a partial ``.part`` file; verify a published checksum."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
+def _open(entry: WeightsEntry, target: Path, have: int, timeout: float) -> Any:
+    """The HTTP response for ``entry`` from byte ``have`` on, or None when the partial file is complete."""
     request = urllib.request.Request(entry.url, headers={"User-Agent": "langseg"})
     if have:
         request.add_header("Range", f"bytes={have}-")
@@ -230,52 +121,60 @@ def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeou
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the partial file is already complete
-            response = None
-        else:
-            raise DownloadError(
-                f"{entry.url}: HTTP {e.code} {e.reason}. {_manual_hint(entry, target)}"
-            ) from None
+            return None
+        raise DownloadError(f"{entry.url}: HTTP {e.code} {e.reason}. {_manual_hint(entry, target)}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DownloadError(
             f"cannot reach {entry.url} ({reason}); are you offline? {_manual_hint(entry, target)}"
         ) from None
+    if "text/html" in response.headers.get("Content-Type", ""):
+        response.close()
+        raise DownloadError(
+            f"{entry.url} answered with a web page, not the file. {_manual_hint(entry, target)}"
+        )
+    return response
+
+
+def _receive(response: Any, entry: WeightsEntry, part: Path, have: int, progress: bool) -> None:
+    """Append the response to ``part`` (or write it afresh when the server did not resume)."""
+    resumed = have and response.status == 206
+    have = have if resumed else 0
+    length = response.headers.get("Content-Length")
+    total = have + int(length) if length is not None else None
+    bar = tqdm(
+        total=total,
+        initial=have,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=entry.filename,
+        disable=not progress,
+    )
+    with response, open(part, "ab" if resumed else "wb") as f, bar:
+        try:
+            while block := response.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+        except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
+            raise DownloadError(
+                f"download of {entry.url} broke off ({e}); run again to resume from {part}"
+            ) from None
+    if total is not None and part.stat().st_size != total:
+        raise DownloadError(
+            f"download of {entry.url} is incomplete ({part.stat().st_size} of {total} bytes); "
+            f"run again to resume from {part}"
+        )
+
+
+def download(entry: WeightsEntry, target: Path, *, progress: bool = True, timeout: float = 15.0) -> Path:
+    """Download ``entry`` to ``target``, resuming a partial ``.part`` file; verify a published checksum."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    response = _open(entry, target, have, timeout)
     if response is not None:
-        with response:
-            if "text/html" in response.headers.get("Content-Type", ""):
-                raise DownloadError(
-                    f"{entry.url} answered with a web page, not the file. {_manual_hint(entry, target)}"
-                )
-            resumed = have and response.status == 206
-            if not resumed:
-                have = 0
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length is not None else None
-            with (
-                open(part, "ab" if resumed else "wb") as f,
-                tqdm(
-                    total=total,
-                    initial=have,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=entry.filename,
-                    disable=not progress,
-                ) as bar,
-            ):
-                try:
-                    while block := response.read(1 << 20):
-                        f.write(block)
-                        bar.update(len(block))
-                except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
-                    raise DownloadError(
-                        f"download of {entry.url} broke off ({e}); run again to resume from {part}"
-                    ) from None
-            if total is not None and part.stat().st_size != total:
-                raise DownloadError(
-                    f"download of {entry.url} is incomplete ({part.stat().st_size} of {total} bytes); "
-                    f"run again to resume from {part}"
-                )
+        _receive(response, entry, part, have, progress)
     if entry.sha256:
         digest = sha256_file(part)
         if digest != entry.sha256:
@@ -307,25 +206,52 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _converted_digests(out: Path) -> dict[str, str]:
-    return {f: sha256_file(out / f) for f in (WEIGHTS_NAME, CONFIG_NAME)}
+# A file modified less than this before it was hashed may be modified again without a new
+# modification time (timestamps advance in coarse steps); its size and time are not trusted then.
+_SETTLED_NS = 2 * 10**9
 
 
-def _verify_converted(out: Path, record: dict[str, Any], record_file: Path) -> None:
-    """Check the converted files against the record made when they were written (trust on first use)."""
-    digests = _converted_digests(out)
-    known = record.get("converted")
-    if not known:
-        record["converted"] = digests
-        write_json(record_file, record, overwrite=True)
-        log.warning("%s: no checksum record yet; recorded the SHA-256 of its files in %s", out, record_file)
+def _stat(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _hash_converted(out: Path) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """SHA-256 of each converted file, and the size and time it had when hashed (settled files only)."""
+    # size and time taken before hashing: a change while the file is hashed shows at the next use
+    stats = {f: _stat(out / f) for f in (WEIGHTS_NAME, CONFIG_NAME)}
+    hashed_at = time.time_ns()
+    digests = {f: sha256_file(out / f) for f in stats}
+    return digests, {f: st for f, st in stats.items() if st["mtime_ns"] < hashed_at - _SETTLED_NS}
+
+
+def _verify_converted(out: Path, record: dict[str, Any], record_file: Path, *, verify: bool = False) -> None:
+    """Check the converted files against the record made when they were written (trust on first use).
+
+    Files whose size and modification time equal those recorded when they were last hashed are not
+    hashed again, unless ``verify``.
+    """
+    known, stats = record.get("converted"), record.get("stat") or {}
+    if known and not verify and all(stats.get(f) == _stat(out / f) for f in (WEIGHTS_NAME, CONFIG_NAME)):
         return
+    digests, now = _hash_converted(out)
     for f, digest in digests.items():
-        if known.get(f) != digest:
+        if known and known.get(f) != digest:
             raise DownloadError(
                 f"{out / f}: SHA-256 {digest} differs from {known.get(f)} recorded in {record_file} when it "
                 f"was written; the cached file changed or is corrupt: remove {out} and run again"
             )
+    if not known:
+        log.warning("%s: no checksum record yet; recorded the SHA-256 of its files in %s", out, record_file)
+    elif now == stats:
+        return
+    record.update(converted=digests, stat=now)
+    try:
+        write_json(record_file, record, overwrite=True)
+    except OSError as e:  # a read-only cache: the files were checked; the next use hashes them again
+        if not known:
+            raise
+        log.debug("%s: cannot update the checksum record: %s", record_file, e)
 
 
 def _check_source(entry: WeightsEntry, raw: Path, record: dict[str, Any], record_file: Path) -> str:
@@ -360,11 +286,14 @@ def fetch(
     cache: str | Path | None = None,
     progress: bool = True,
     keep_original: bool = False,
+    verify: bool = False,
 ) -> Path:
     """Make sure the named weights are in the cache in our format and return their directory.
 
     The converted files are checked against the SHA-256 record made when they were written, on every
-    call; a downloaded file against the one recorded on its first download (see the module docstring).
+    call: hashed again when their size or modification time differs from the record's, or always with
+    ``verify``; a downloaded file against the one recorded on its first download (see the module
+    docstring).
     """
     if name not in registry:
         raise DownloadError(f"unknown weights name {name!r}; known names: {', '.join(sorted(registry))}")
@@ -378,7 +307,7 @@ def fetch(
     record_file = record_path(name, root)
     record = read_record(record_file)
     if is_cached(name, root):
-        _verify_converted(out, record, record_file)
+        _verify_converted(out, record, record_file, verify=verify)
         return out
     raw = root / "downloads" / entry.filename
     if not raw.is_file():
@@ -387,13 +316,15 @@ def fetch(
     digest = _check_source(entry, raw, record, record_file)
     log.info("converting %s to %s", raw, out)
     convert_official(raw, out, overwrite=True, **entry.overrides)  # appears whole or not at all
+    converted, stats = _hash_converted(out)
     record.update(
         name=name,
         file=entry.filename,
         url=entry.url,
         sha256=digest,
         bytes=raw.stat().st_size,
-        converted=_converted_digests(out),
+        converted=converted,
+        stat=stats,
     )
     write_json(record_file, record, overwrite=True)
     if not keep_original:

@@ -34,26 +34,45 @@ def model_card(
     the run's resolved YAML; ``eval_record`` a JSON record of ``langseg eval`` / ``eval-zeroshot``.
     """
     model = meta.get("model", {})
-    name = model.get("name", "lseg")
-    trunk = _trunk(model)
-    text = model.get("text") or {}
-    load_name = f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"
-    labels = [str(x) for x in model.get("labels", ())]
     lines = [
-        "---",
-        f"license: {license}",
-        "library_name: langseg",
-        "pipeline_tag: image-segmentation",
-        "tags:",
-        *(f"- {t}" for t in ("lseg", "open-vocabulary-segmentation", "clip", "semantic-segmentation")),
-        "---",
-        "",
-        f"# {repo_id.split('/')[-1] if repo_id else name}",
+        *_front_matter(license),
+        f"# {repo_id.split('/')[-1] if repo_id else model.get('name', 'lseg')}",
         "",
         "An LSeg network (Language-driven Semantic Segmentation, Li et al., ICLR 2022) in the langseg "
         "format (`model.safetensors` + `config.json`): it segments an image with any list of words and "
         "gives dense CLIP-aligned per-pixel features.",
         "",
+        *_usage(f"hf-hub:{repo_id}" if repo_id else "path/to/this/folder"),
+        *_model(model),
+        *_preprocessing(model),
+        "## Provenance",
+        "",
+        *_provenance(meta),
+    ]
+    if train_config:
+        lines += ["", "## Training configuration", "", "```yaml", train_config.rstrip(), "```"]
+    if eval_record:
+        lines += ["", "## Evaluation", "", *_evaluation(eval_record)]
+    lines += ["", "## License", "", f"`{license}`. {LICENSE_NOTE}", ""]
+    return "\n".join(lines)
+
+
+def _front_matter(license: str) -> list[str]:
+    tags = ("lseg", "open-vocabulary-segmentation", "clip", "semantic-segmentation")
+    return [
+        "---",
+        f"license: {license}",
+        "library_name: langseg",
+        "pipeline_tag: image-segmentation",
+        "tags:",
+        *(f"- {t}" for t in tags),
+        "---",
+        "",
+    ]
+
+
+def _usage(load_name: str) -> list[str]:
+    return [
         "## Usage",
         "",
         "```python",
@@ -66,16 +85,29 @@ def model_card(
         "",
         f'or `langseg segment photo.jpg --labels "cat,grass,other" --weights {load_name}`.',
         "",
+    ]
+
+
+def _model(model: Mapping[str, Any]) -> list[str]:
+    text = model.get("text") or {}
+    labels = [str(x) for x in model.get("labels", ())]
+    return [
         "## Model",
         "",
-        f"- variant: `{name}`" + (" (zero-shot protocol)" if model.get("zero_shot") else ""),
-        f"- image trunk: {trunk}",
+        f"- variant: `{model.get('name', 'lseg')}`"
+        + (" (zero-shot protocol)" if model.get("zero_shot") else ""),
+        f"- image trunk: {_trunk(model)}",
         f"- decoder width {model.get('features', '?')}, joint embedding dimension {text.get('embed_dim', '?')}",
         f"- text tower: CLIP transformer, width {text.get('width', '?')}, {text.get('layers', '?')} layers "
         "(frozen)",
         f"- logit scale: {model.get('logit_scale', '?')} (constant)",
         f"- default labels: {', '.join(labels) if labels else '(none)'}",
         "",
+    ]
+
+
+def _preprocessing(model: Mapping[str, Any]) -> list[str]:
+    return [
         "## Preprocessing",
         "",
         "- RGB images scaled to [0, 1], then normalized with mean "
@@ -84,16 +116,7 @@ def model_card(
         f"{_native(model)}",
         "- outputs: logits `(B, K, H, W)` for K labels; pixel embeddings `(B, D, H/2, W/2)`",
         "",
-        "## Provenance",
-        "",
-        *_provenance(meta),
     ]
-    if train_config:
-        lines += ["", "## Training configuration", "", "```yaml", train_config.rstrip(), "```"]
-    if eval_record:
-        lines += ["", "## Evaluation", "", *_evaluation(eval_record)]
-    lines += ["", "## License", "", f"`{license}`. {LICENSE_NOTE}", ""]
-    return "\n".join(lines)
 
 
 def _trunk(model: Mapping[str, Any]) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .model_format import CONFIG_NAME
+
 if TYPE_CHECKING:
     import torch
 
@@ -23,12 +25,13 @@ def bundled_weights() -> dict[str, Path]:
     """Weights shipped inside the package (name -> folder)."""
     if not BUNDLED.is_dir():
         return {}
-    return {p.name: p for p in sorted(BUNDLED.iterdir()) if (p / "config.json").is_file()}
+    return {p.name: p for p in sorted(BUNDLED.iterdir()) if (p / CONFIG_NAME).is_file()}
 
 
-def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
+def resolve_weights(path_or_name: str | Path, *, progress: bool = True, verify: bool = False) -> Path:
     """A path, a bundled name, a registry name or ``hf-hub:ORG/NAME[@REV]`` -> a local path (downloading
-    if needed)."""
+    if needed). ``verify``: hash a cached registry entry again even if its files look unchanged
+    (see :func:`langseg.hub.fetch`)."""
     from .hub import REGISTRY, fetch
     from .models import CheckpointError
 
@@ -44,7 +47,7 @@ def resolve_weights(path_or_name: str | Path, *, progress: bool = True) -> Path:
     if name in bundled:
         return bundled[name]
     if name in REGISTRY:
-        return fetch(name, progress=progress)
+        return fetch(name, progress=progress, verify=verify)
     known = sorted(bundled) + sorted(REGISTRY)
     raise CheckpointError(
         f"{name}: no such file, and not a known weights name (known: {', '.join(known)}; "
@@ -58,6 +61,7 @@ def load_model(
     device: str | torch.device | None = "cpu",
     dtype: torch.dtype | None = None,
     progress: bool = True,
+    verify: bool = False,
     **overrides: Any,
 ) -> LSeg:
     """Load an LSeg network in eval mode.
@@ -67,11 +71,13 @@ def load_model(
     ``langseg.REGISTRY``), which is downloaded once into :func:`langseg.cache_dir`, or a Hugging Face Hub
     model ``hf-hub:ORG/NAME[@REVISION]`` (downloaded through ``huggingface_hub`` into its cache).
     ``overrides`` set config fields the weights cannot tell (e.g. ``arch_option``) for official files.
+    ``verify``: hash a cached official checkpoint against its trust-on-first-use record even when its
+    size and modification time are unchanged (by default they decide whether it is hashed again).
     """
     from .models import load_checkpoint
     from .predictor import resolve_device
 
-    path = resolve_weights(path_or_name, progress=progress)
+    path = resolve_weights(path_or_name, progress=progress, verify=verify)
     model = load_checkpoint(path, **overrides)
     model.source = str(path_or_name)
     dev = resolve_device(device)

@@ -138,6 +138,47 @@ def evaluate(
     from an earlier run, to resume. ``checkpoint`` is called with the running result every
     ``checkpoint_every`` images (single process only). The returned result covers ``0..limit-1``.
     """
+    labels, stop, conf = _check_run(dataset, labels, start, limit, confusion)
+    rank, world = rank_and_world()
+    indices = list(range(start + rank, stop, world))
+    loader = DataLoader(
+        Guarded(dataset, indices),
+        batch_size=max(1, batch_size),
+        num_workers=num_workers,
+        collate_fn=collate_list,
+    )
+    done = start  # images covered by `conf` (single process)
+    t0 = time.perf_counter()
+    show = progress and rank == 0
+    bar = tqdm(total=len(indices), disable=not show, desc="eval", unit="img", dynamic_ncols=True)
+    skipped: list[str] = []
+    for batch in loader:
+        scored = _score_batch(predictor, batch, labels, batch_size, dataset.ignore_index, conf, skipped)
+        done += len(batch)
+        bar.update(len(batch))
+        if show:
+            _show_metrics(bar, conf)
+        if (
+            checkpoint is not None
+            and world == 1
+            and done < stop
+            and (done - start) % checkpoint_every < scored
+        ):
+            elapsed = time.perf_counter() - t0
+            checkpoint(EvalResult(conf.clone(), display_names(labels), done, elapsed, list(skipped)))
+    bar.close()
+    conf = _gather(conf, skipped)
+    return EvalResult(conf, display_names(labels), stop, time.perf_counter() - t0, skipped)
+
+
+def _check_run(
+    dataset: SegmentationDataset,
+    labels: Sequence[Label] | None,
+    start: int,
+    limit: int | None,
+    confusion: torch.Tensor | None,
+) -> tuple[list[Label], int, torch.Tensor]:
+    """The labels (one per class), the image to stop before, and the confusion matrix to add to."""
     names = list(dataset.labels)
     if labels is None:
         labels = list(getattr(dataset, "label_synonyms", names))
@@ -151,58 +192,57 @@ def evaluate(
     conf = torch.zeros(K, K, dtype=torch.long) if confusion is None else confusion.clone().long().cpu()
     if conf.shape != (K, K):
         raise LangsegError(f"resumed confusion matrix is {tuple(conf.shape)}, expected ({K}, {K})")
-    rank, world = rank_and_world()
-    indices = list(range(start + rank, stop, world))
-    loader = DataLoader(
-        Guarded(dataset, indices),
-        batch_size=max(1, batch_size),
-        num_workers=num_workers,
-        collate_fn=collate_list,
+    return labels, stop, conf
+
+
+def _score_batch(
+    predictor: LSegPredictor,
+    batch: list,
+    labels: list[Label],
+    batch_size: int,
+    ignore_index: int,
+    conf: torch.Tensor,
+    skipped: list[str],
+) -> int:
+    """Add the batch's confusion matrices to ``conf``; returns the number of images scored.
+
+    Each reading error in the batch is reported and added to ``skipped``.
+    """
+    for e in batch:
+        if isinstance(e, LangsegError):  # an unreadable image or mask: reported, left out
+            skipped.append(str(e))
+            tqdm.write(f"langseg: skipped {e}", file=sys.stderr)
+    samples = [s for s in batch if not isinstance(s, LangsegError)]
+    preds = predictor.predict([s.image for s in samples], labels, batch_size=batch_size) if samples else []
+    for s, p in zip(samples, preds):
+        conf += _confusion(s, p, len(labels), ignore_index)
+    return len(samples)
+
+
+def _show_metrics(bar: tqdm, conf: torch.Tensor) -> None:
+    bar.set_postfix(
+        pixAcc=f"{pixel_accuracy(conf):.4f}",
+        mIoU=f"{miou(conf)[0]:.4f}",
+        present=f"{miou_present(conf):.4f}",
+        refresh=False,
     )
-    done = start  # images covered by `conf` (single process)
-    t0 = time.perf_counter()
-    bar = tqdm(
-        total=len(indices), disable=not progress or rank != 0, desc="eval", unit="img", dynamic_ncols=True
-    )
-    skipped: list[str] = []
-    for batch in loader:
-        samples = [s for s in batch if not isinstance(s, LangsegError)]
-        for e in batch:
-            if isinstance(e, LangsegError):  # an unreadable image or mask: reported, left out
-                skipped.append(str(e))
-                tqdm.write(f"langseg: skipped {e}", file=sys.stderr)
-        preds = (
-            predictor.predict([s.image for s in samples], labels, batch_size=batch_size) if samples else []
-        )
-        for s, p in zip(samples, preds):
-            if p.labels.shape != s.mask.shape:  # the predictor promises the input size
-                raise LangsegError(
-                    f"{s.name}: prediction {p.labels.shape} does not match mask {s.mask.shape}"
-                )
-            conf += confusion_matrix(
-                torch.from_numpy(p.labels), torch.from_numpy(s.mask), K, dataset.ignore_index
-            )
-        done += len(batch)
-        bar.update(len(batch))
-        if progress and rank == 0:
-            bar.set_postfix(
-                pixAcc=f"{pixel_accuracy(conf):.4f}",
-                mIoU=f"{miou(conf)[0]:.4f}",
-                present=f"{miou_present(conf):.4f}",
-                refresh=False,
-            )
-        if (
-            checkpoint is not None
-            and world == 1
-            and done < stop
-            and (done - start) % checkpoint_every < len(samples)
-        ):
-            checkpoint(
-                EvalResult(conf.clone(), display_names(labels), done, time.perf_counter() - t0, list(skipped))
-            )
-    bar.close()
+
+
+def _gather(conf: torch.Tensor, skipped: list[str]) -> torch.Tensor:
+    """The confusion matrix summed over processes; ``skipped`` notes how many images others skipped."""
     conf = all_reduce(conf)
     total = int(all_reduce(torch.tensor([len(skipped)], dtype=torch.long))[0])
     if total > len(skipped):  # the other processes' messages stay in their own logs
         skipped.append(f"... and {total - len(skipped)} more on other processes")
-    return EvalResult(conf, display_names(labels), stop, time.perf_counter() - t0, skipped)
+    return conf
+
+
+def _confusion(sample: Any, prediction: Any, K: int, ignore_index: int) -> torch.Tensor:
+    """The ``(K, K)`` confusion matrix of one prediction against its mask."""
+    if prediction.labels.shape != sample.mask.shape:  # the predictor promises the input size
+        raise LangsegError(
+            f"{sample.name}: prediction {prediction.labels.shape} does not match mask {sample.mask.shape}"
+        )
+    return confusion_matrix(
+        torch.from_numpy(prediction.labels), torch.from_numpy(sample.mask), K, ignore_index
+    )

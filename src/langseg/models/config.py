@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ..typecheck import from_dict, show
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,7 +65,7 @@ class ClipVisualConfig:
     kind: Literal["vit", "resnet"] = "vit"
     image_size: int = 224
     width: int = 768
-    layers: Any = 12  # int for "vit", 4-tuple for "resnet"
+    layers: int | tuple[int, int, int, int] = 12  # int for "vit", 4-tuple for "resnet"
     heads: int = 12
     patch_size: int = 32  # "vit" only
 
@@ -119,72 +119,14 @@ class LSegConfig:
         """Rebuild a config from :meth:`to_dict` output (e.g. a ``config.json``), checking every value.
 
         Unknown keys, values of the wrong type (``"depth": "4"``) and values out of range
-        (``"num_heads": 0``, hooks past the last block) raise :class:`ValueError` naming the key.
+        (``"num_heads": 0``, hooks past the last block) raise :class:`ValueError` naming the key
+        (a :class:`langseg.typecheck.ConfigError` for the first two).
         """
-        if not isinstance(d, dict):
-            raise ValueError(f"model: expected a mapping of LSegConfig fields, got {_show(d)}")
-        d = dict(d)
-        d.pop("zero_shot", None)  # a flag that earlier versions saved but nothing read
-        cfg = _build(cls, d, "model")
+        if isinstance(d, dict) and "zero_shot" in d:
+            d = {k: v for k, v in d.items() if k != "zero_shot"}  # a flag earlier versions saved, never read
+        cfg = from_dict(cls, d, "model")
         check_ranges(cfg)
         return cfg
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """``value`` (as read from JSON) checked against a field's type hint; errors name the key."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return tuple(value) if isinstance(value, list) else value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, where)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping of {hint.__name__} fields, got {_show(value)}")
-        return _build(hint, value, where)
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{where}: {_show(value)} is not one of {list(args)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {_show(value)}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ValueError(f"{where}: expected a list of {len(args)} values, got {_show(value)}")
-        return tuple(_convert(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args)))
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: expected a finite number, got {_show(value)}")
-        return float(value)
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint in (str, bool) and isinstance(value, hint):
-        return value
-    name = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
-    raise ValueError(f"{where}: expected {name}, got {_show(value)}")
-
-
-def _build(typ: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name for f in dataclasses.fields(typ)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown keys in {where} config: {unknown}; expected some of {sorted(names)}")
-    hints = typing.get_type_hints(typ)
-    out = {
-        f.name: _convert(values[f.name], hints[f.name], f"{where}.{f.name}")
-        for f in dataclasses.fields(typ)
-        if f.name in values
-    }
-    return typ(**out)
 
 
 def _at_least(where: str, value: int | float, low: int | float) -> None:
@@ -228,7 +170,7 @@ def check_ranges(cfg: LSegConfig) -> None:
             _at_least(f"model.clip_visual.{key}", getattr(c, key), 1)
         layers = c.layers if isinstance(c.layers, tuple) else (c.layers,)
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in layers):
-            raise ValueError(f"model.clip_visual.layers must be positive integers, got {_show(c.layers)}")
+            raise ValueError(f"model.clip_visual.layers must be positive integers, got {show(c.layers)}")
     for i, n in enumerate(cfg.reassemble_channels):
         _at_least(f"model.reassemble_channels.{i}", n, 1)
     _at_least("model.features", cfg.features, 1)

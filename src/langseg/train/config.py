@@ -14,17 +14,11 @@ Overrides use dotted keys, values parsed as YAML: ``optim.base_lr=0.01``, ``trai
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import LangsegError
-
-
-class ConfigError(LangsegError, ValueError):
-    """A training config that cannot be used; the message names the key or file."""
+from ..typecheck import ConfigError, from_dict
 
 
 @dataclass
@@ -141,84 +135,13 @@ class TrainConfig:
         return _plain(dataclasses.asdict(self))
 
 
-# ------------------------------------------------------------------------------ build from dicts
+# ------------------------------------------------------------------------------ dicts and overrides
 def _plain(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
     return x
-
-
-def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _is_dataclass_type(t: Any) -> bool:
-    return isinstance(t, type) and dataclasses.is_dataclass(t)
-
-
-def _convert(value: Any, typ: Any, where: str) -> Any:
-    """Check/convert a YAML value against a field type; errors name the key."""
-    origin = typing.get_origin(typ)
-    args = typing.get_args(typ)
-    if typ is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
-        return value
-    if _is_dataclass_type(typ):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {typ.__name__} fields, got {value!r}")
-        return from_dict(typ, value, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_convert(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if typ is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if typ in (str, bool) and isinstance(value, typ):
-        return value
-    raise ConfigError(f"{where}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
-
-
-def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys and mistyped values raise ConfigError."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-    hints = _field_types(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {names}")
-    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
