@@ -317,3 +317,30 @@ def test_coco_fold1_is_unavailable_with_the_reason_and_the_way_around(tmp_path, 
     assert main(["weights", "list"]) == 0
     listed = [ln for ln in capsys.readouterr().out.splitlines() if "lseg-coco-fold1-rn101" in ln]
     assert "n/a" in listed[0]
+
+
+def test_a_run_record_takes_a_cached_names_hash_from_its_record(
+    server, official_bytes, tmp_path, monkeypatch
+):
+    import langseg.provenance as provenance
+
+    out = fetch("tiny-test", registry=_entry(server, official_bytes), cache=tmp_path, progress=False)
+    weights = out / "model.safetensors"
+    truth = provenance.sha256_file(weights)
+    hashed = []
+    real_sha256 = provenance.sha256_file
+    monkeypatch.setattr(provenance, "sha256_file", lambda path: hashed.append(path) or real_sha256(path))
+    assert provenance.weights_record("tiny-test", out)["sha256"] == truth
+    assert hashed == [weights]  # just written: no size and time recorded yet, so it is read
+    settled = time.time_ns() - 10 * 10**9
+    os.utime(weights, ns=(settled, settled))
+    os.utime(out / "config.json", ns=(settled, settled))
+    fetch(
+        "tiny-test", registry=_entry(server, official_bytes), cache=tmp_path, progress=False
+    )  # records them
+    hashed.clear()
+    assert provenance.weights_record("tiny-test", out)["sha256"] == truth
+    assert hashed == []  # the record's hash, not a second read of the weights
+    weights.write_bytes(weights.read_bytes() + b"\0")  # changed: read again, its own hash
+    assert provenance.weights_record("tiny-test", out)["sha256"] == real_sha256(weights) != truth
+    assert hashed == [weights]

@@ -254,6 +254,21 @@ def _verify_converted(out: Path, record: dict[str, Any], record_file: Path, *, v
         log.debug("%s: cannot update the checksum record: %s", record_file, e)
 
 
+def recorded_sha256(file: str | Path) -> str | None:
+    """The recorded SHA-256 of a cached name's ``model.safetensors``, while the file still has the size
+    and modification time it had when hashed; None for any other file (the caller hashes it)."""
+    file = Path(file)
+    record_file = file.parent.parent / f"{file.parent.name}.sha256.json"
+    if file.name != WEIGHTS_NAME or not record_file.is_file():
+        return None
+    try:
+        record = read_record(record_file)
+        settled = (record.get("stat") or {}).get(WEIGHTS_NAME) == _stat(file)
+    except (DownloadError, OSError):
+        return None
+    return (record.get("converted") or {}).get(WEIGHTS_NAME) if settled else None
+
+
 def _check_source(entry: WeightsEntry, raw: Path, record: dict[str, Any], record_file: Path) -> str:
     """SHA-256 of the downloaded (or hand-placed) official file, checked against what is known."""
     digest = sha256_file(raw)

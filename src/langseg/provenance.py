@@ -48,9 +48,17 @@ def weights_record(spec: str | Path, path: str | Path, model: str | None = None)
         "weights": str(spec),
         "path": str(path.resolve()),
         "file": file.name if file is not None else None,
-        "sha256": sha256_file(file) if file is not None else None,
+        "sha256": _sha256(file) if file is not None else None,
         "model": model,
     }
+
+
+def _sha256(file: Path) -> str:
+    """SHA-256 of a weights file; a cached official name's is taken from its checksum record while the
+    file is unchanged (hub.fetch checks it at every use), so a run does not read 2 GB twice."""
+    from .hub import recorded_sha256
+
+    return recorded_sha256(file) or sha256_file(file)
 
 
 def git_commit(start: Path | None = None) -> str | None:
