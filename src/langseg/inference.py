@@ -128,15 +128,14 @@ class _Window:
     x1: int
 
 
-def multi_scale(
-    fn: MapFn, image: torch.Tensor, value: torch.Tensor, cfg: MultiScaleConfig = MultiScaleConfig()
-) -> torch.Tensor:
-    """The official multi-scale, flipped, sliding-window evaluator: ``(1, 3, h, w) -> (1, C, h, w)``."""
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"multi-scale inference takes one image (1, 3, h, w), got {tuple(image.shape)}")
+def _plan_windows(
+    image: torch.Tensor, value: torch.Tensor, cfg: MultiScaleConfig
+) -> tuple[list[torch.Tensor], list[tuple[int, int]], list[_Window]]:
+    """Per scale, the resized image padded as the official evaluator pads it and its unpadded size;
+    and every crop window of every scale, in the evaluator's order."""
     _, _, h, w = image.shape
     crop, stride = cfg.crop_size, cfg.stride
-    padded: list[torch.Tensor] = []  # per scale: the resized image, padded as the evaluator does
+    padded: list[torch.Tensor] = []
     sizes: list[tuple[int, int]] = []
     windows: list[_Window] = []
     base_size = cfg.base_size or max(h, w)
@@ -155,6 +154,18 @@ def multi_scale(
             for ix in range(int(math.ceil((pw - crop) / stride)) + 1):
                 y0, x0 = iy * stride, ix * stride
                 windows.append(_Window(si, y0, min(y0 + crop, ph), x0, min(x0 + crop, pw)))
+    return padded, sizes, windows
+
+
+def multi_scale(
+    fn: MapFn, image: torch.Tensor, value: torch.Tensor, cfg: MultiScaleConfig = MultiScaleConfig()
+) -> torch.Tensor:
+    """The official multi-scale, flipped, sliding-window evaluator: ``(1, 3, h, w) -> (1, C, h, w)``."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"multi-scale inference takes one image (1, 3, h, w), got {tuple(image.shape)}")
+    _, _, h, w = image.shape
+    crop = cfg.crop_size
+    padded, sizes, windows = _plan_windows(image, value, cfg)
 
     accum: list[torch.Tensor | None] = [None] * len(cfg.scales)
     count: list[torch.Tensor | None] = [None] * len(cfg.scales)
