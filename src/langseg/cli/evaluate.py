@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .arguments import add_flip_argument, add_numerics_argument, positive_int, scales_arg
+from .arguments import add_device_argument, add_flip_argument, add_numerics_argument, positive_int, scales_arg
 from .eval_results import check_out, print_fixed, resume_point, saver
-from .session import multi_scale_record, numerics_precision
+from .session import close_ranks, join_ranks, multi_scale_record, numerics_precision
 
 ORDER = 30  # eval-zeroshot (cli/zeroshot.py) right after it
 
@@ -121,7 +121,7 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
 def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="results JSON (default: eval-<dataset>-....json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
+    add_device_argument(p)
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32", help="autocast precision")
     add_numerics_argument(p)
     p.add_argument("--workers", type=int, default=2, help="image-loading worker processes (default 2)")
@@ -129,21 +129,12 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--distributed",
         action="store_true",
-        help="run under torchrun: each rank takes a share of the images, counts are summed",
+        help="one process per GPU: join the process group of SLURM srun (automatic under torchrun); "
+        "each rank takes a share of the images, counts are summed",
     )
 
 
 # --------------------------------------------------------------------- shared with eval-zeroshot
-def setup_distributed(args: argparse.Namespace):
-    """Join the launcher's process group when --distributed is given; returns (device, rank)."""
-    if not args.distributed:
-        return args.device, 0
-    from ..distributed import init_distributed
-
-    place = init_distributed(args.device)
-    return place.device, place.rank
-
-
 def load_weights(weights: str, device: str | None):
     from ..predictor import resolve_device
     from ..weights import load_model, resolve_weights
@@ -170,15 +161,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         return _run_eval(args)
     finally:
-        teardown(args)
-
-
-def teardown(args: argparse.Namespace) -> None:
-    """Close the process group that --distributed opened."""
-    if args.distributed:
-        from ..distributed import close_distributed
-
-        close_distributed()
+        close_ranks()
 
 
 def _run_eval(args: argparse.Namespace) -> int:
@@ -195,8 +178,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     mode = "multi-scale" if args.multi_scale else "single-scale"
     out = args.out or Path(f"eval-{args.dataset}-{args.split}-{mode}.json")
     check_out(out, args.overwrite, args.resume, resumable=True)
-    device, rank = setup_distributed(args)
-    predictor, record = _eval_setup(args, dataset, labels, templates, weights, device)
+    place = join_ranks(args)
+    rank = place.rank
+    predictor, record = _eval_setup(args, dataset, labels, templates, weights, args.device)
     start, confusion, seconds_before, skipped_before = resume_point(args, out, record)
     save = saver(args, out, record, predictor, start, seconds_before, skipped_before)
 

@@ -37,16 +37,21 @@ def join_ranks(args: argparse.Namespace):
     return place
 
 
+def close_ranks() -> None:
+    """Leave the process group :func:`join_ranks` joined, if any."""
+    from ..distributed import close_distributed  # imports torch
+
+    close_distributed()
+
+
 @contextlib.contextmanager
 def joined_ranks(args: argparse.Namespace) -> Iterator[Any]:
     """:func:`join_ranks` for the duration of a run; the process group (if any) is closed after it."""
-    from ..distributed import close_distributed  # imports torch
-
     place = join_ranks(args)
     try:
         yield place
     finally:
-        close_distributed()
+        close_ranks()
 
 
 def open_session(args: argparse.Namespace, templates: list[str] | None) -> Session:

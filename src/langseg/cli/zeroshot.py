@@ -8,8 +8,8 @@ from typing import Any
 
 from .arguments import positive_int
 from .eval_results import check_out
-from .evaluate import add_eval_options, load_weights, setup_distributed, teardown
-from .session import numerics_precision
+from .evaluate import add_eval_options, load_weights
+from .session import close_ranks, join_ranks, numerics_precision
 
 ORDER = 31  # right after eval
 
@@ -73,7 +73,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     try:
         return _run_zeroshot(args)
     finally:
-        teardown(args)
+        close_ranks()
 
 
 def _run_zeroshot(args: argparse.Namespace) -> int:
@@ -89,8 +89,8 @@ def _run_zeroshot(args: argparse.Namespace) -> int:
     out = args.out or Path(f"eval-zeroshot-{args.dataset}-fold{args.fold}.json")
     check_out(out, args.overwrite)
     benches = _benchmarks(args, folds)  # fail early on data
-    device, rank = setup_distributed(args)
-    dev = resolve_device(device)
+    rank = join_ranks(args).rank
+    dev = resolve_device(args.device)
     results = {
         str(fold): _run_fold(args, bench, template.replace("{fold}", str(fold)), dev, rank)
         for fold, bench in benches.items()
