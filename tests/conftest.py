@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(os.environ.get("LANGSEG_REFERENCE", REPO.parent / "shared" / "reference"))
@@ -21,6 +23,20 @@ SUBPROCESS_ENV = {
     "HF_HUB_OFFLINE": "1",
     "GRADIO_ANALYTICS_ENABLED": "False",
 }
+
+
+def run_ranks(fn, args: tuple, nprocs: int, timeout: float = 300.0) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` processes and wait; fail (rather than hang) after ``timeout``
+    seconds, e.g. when a rendezvous never completes. Fork: the children reuse this process's imports
+    (spawn would import torch and open_clip again in each)."""
+    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="fork")
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1.0):  # raises if a process failed
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                process.kill()
+            pytest.fail(f"{nprocs} processes did not finish within {timeout:.0f} s")
+
 
 # everyday words the app tests draw label sets from
 LABEL_WORDS = (

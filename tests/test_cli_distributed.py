@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.multiprocessing as mp
+from conftest import run_ranks
 from PIL import Image
 
 from langseg.cli import main
@@ -75,7 +75,7 @@ def test_two_processes_write_what_one_process_writes(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(port, src, multi), nprocs=WORLD, join=True, start_method="fork")
+    run_ranks(_worker, (port, src, multi), WORLD)
     for rank in range(WORLD):
         assert json.loads((multi / f"codes{rank}.json").read_text()) == [1, 1, 1]  # every rank agrees
 

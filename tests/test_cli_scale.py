@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from langseg.cli import build_parser, main
-from langseg.cli.common import all_inputs, open_session
+from langseg.cli.plan import all_inputs
+from langseg.cli.session import open_session
 from langseg.inference import OFFICIAL_SCALES
 from langseg.pca import load_basis
 from langseg.presets import PRESETS

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import run_ranks
 
 import langseg
 from langseg.data import GenericSegmentation
@@ -50,14 +50,7 @@ def test_two_process_reduction_equals_single_process(tiny_weights, tmp_path):
     generic_root = make_generic(tmp_path / "generic")
     fss_root = make_fss(tmp_path / "fss")
     single = _run_both(tiny_weights, generic_root, fss_root)
-    # fork: the children reuse this process's imports (spawn would re-import torch and open_clip twice)
-    mp.start_processes(
-        _worker,
-        args=(str(tmp_path / "rendezvous"), tiny_weights, generic_root, fss_root, tmp_path),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(_worker, (str(tmp_path / "rendezvous"), tiny_weights, generic_root, fss_root, tmp_path), WORLD)
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert got["sum_of_ranks"].item() == 3

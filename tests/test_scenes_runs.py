@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from conftest import run_ranks
 from safetensors.numpy import load_file
 from test_scenes import make_planes_scene
 
@@ -133,14 +133,7 @@ def _worker(rank: int, init_file: str, scene_root: Path, out: Path) -> None:
 
 def test_two_processes_fuse_the_same_features_as_one(planes, tmp_path):
     single = _fuse_in_process("lseg-toy", planes, 0, 1)
-    # fork: the children reuse this process's imports (spawn would import torch and open_clip again)
-    mp.start_processes(
-        _worker,
-        args=(str(tmp_path / "rendezvous"), planes, tmp_path),
-        nprocs=WORLD,
-        join=True,
-        start_method="fork",
-    )
+    run_ranks(_worker, (str(tmp_path / "rendezvous"), planes, tmp_path), WORLD)
     for rank in range(WORLD):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert torch.equal(got["counts"], single["counts"]), rank

@@ -1,7 +1,9 @@
 """``langseg`` command line: a thin dispatcher over sub-command modules in this package.
 
-Each module ``langseg/cli/<name>.py`` defines ``ORDER`` (position in the help), ``register(subparsers)``
-which adds its parser and sets ``func``; heavy imports happen inside ``func``.
+Each command's module ``langseg/cli/<name>.py`` defines ``ORDER`` (position in the help), ``register(subparsers)``
+which adds its parser and sets ``func``; heavy imports happen inside ``func``. Modules without ``register``
+hold what commands share (``arguments``, ``plan``, ``session``, ``batches``, ``report``) or a command's own
+parts (``scene_fuse``, ``scene_query``, ``features_index``, ``eval_results``).
 """
 
 from __future__ import annotations

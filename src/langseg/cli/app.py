@@ -32,6 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_model_options(p, d)
+    _add_limit_options(p, d)
+    p.add_argument(
+        "--examples",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="example images (files, folders, globs) offered in the page",
+    )
+    p.set_defaults(func=run)
+
+
+def _add_model_options(p: argparse.ArgumentParser, d) -> None:
+    """Where the model runs and where the server listens; ``d``: the defaults (an ``AppConfig``)."""
     p.add_argument(
         "--weights",
         default=d.weights,
@@ -57,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="labels pre-filled in the page (default: the checkpoint's own, e.g. 'dog, grass, other')",
     )
+
+
+def _add_limit_options(p: argparse.ArgumentParser, d) -> None:
+    """How much work the server accepts; ``d``: the defaults (an ``AppConfig``)."""
     p.add_argument(
         "--concurrency",
         type=int,
@@ -96,17 +114,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="memory one request may need (estimated from its image size, label count and protocol "
         "before it runs); larger work is refused with HTTP 413/422 (default: half of the RAM)",
     )
-    p.add_argument(
-        "--examples",
-        type=Path,
-        nargs="*",
-        default=None,
-        help="example images (files, folders, globs) offered in the page",
-    )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import LangsegError
+
+    config = _config(args)
+    _check_port(config.host, config.port)  # the cheap checks run before anything heavy loads
+    try:
+        import fastapi  # noqa: F401
+        import gradio  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise LangsegError(f"the web demo needs the 'app' extra: pip install 'langseg[app]' ({e})") from None
+    from ..app.server import make_backend, serve
+
+    where = f"the backend at {config.backend_url}" if config.backend_url else f"model {config.weights}"
+    print(f"langseg app: loading {where} ...", flush=True)
+    try:
+        backend = make_backend(config)
+        info = backend.info()  # for a remote backend: fails now if it cannot be reached
+    except ValueError as e:  # e.g. an unknown device
+        raise LangsegError(str(e)) from None
+    url = f"http://{'[' + config.host + ']' if ':' in config.host else config.host}:{config.port}"
+    print(f"langseg app: {info.model} on {info.device}; open {url}/", flush=True)
+    print(f"langseg app: API: POST {url}/api/segment (Ctrl+C stops)", flush=True)
+    serve(config, backend)
+    return 0
+
+
+def _config(args: argparse.Namespace):
+    """The server's :class:`~langseg.app.config.AppConfig`, after the checks of the examples and labels."""
     from ..app.config import AppConfig, default_examples
     from ..errors import LangsegError
     from ..inputs import list_images
@@ -138,27 +176,7 @@ def run(args: argparse.Namespace) -> int:
         from ..labels import parse_labels
 
         parse_labels(args.labels)  # fail now, not in the page
-    _check_port(config.host, config.port)  # the cheap checks above run before anything heavy loads
-    try:
-        import fastapi  # noqa: F401
-        import gradio  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        raise LangsegError(f"the web demo needs the 'app' extra: pip install 'langseg[app]' ({e})") from None
-    from ..app.server import make_backend, serve
-
-    where = f"the backend at {config.backend_url}" if config.backend_url else f"model {config.weights}"
-    print(f"langseg app: loading {where} ...", flush=True)
-    try:
-        backend = make_backend(config)
-        info = backend.info()  # for a remote backend: fails now if it cannot be reached
-    except ValueError as e:  # e.g. an unknown device
-        raise LangsegError(str(e)) from None
-    url = f"http://{'[' + config.host + ']' if ':' in config.host else config.host}:{config.port}"
-    print(f"langseg app: {info.model} on {info.device}; open {url}/", flush=True)
-    print(f"langseg app: API: POST {url}/api/segment (Ctrl+C stops)", flush=True)
-    serve(config, backend)
-    return 0
+    return config
 
 
 def _check_port(host: str, port: int) -> None:

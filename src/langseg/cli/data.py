@@ -18,6 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION")
+    _register_toy(actions)
+    _register_example(actions)
+    _register_toy_scene(actions)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _register_toy(actions: argparse._SubParsersAction) -> None:
     toy = actions.add_parser(
         "toy",
         help="write the procedurally generated toy dataset (generic layout)",
@@ -37,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     toy.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
     toy.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     toy.set_defaults(func=run_toy)
+
+
+def _register_example(actions: argparse._SubParsersAction) -> None:
     example = actions.add_parser(
         "example",
         help="write the quick-start example image (examples/toy_scene.png)",
@@ -52,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     example.add_argument("--overwrite", action="store_true", help="replace existing files")
     example.set_defaults(func=run_example)
 
+
+def _register_toy_scene(actions: argparse._SubParsersAction) -> None:
     scene = actions.add_parser(
         "toy-scene",
         help="render an RGB-D sequence of a toy room (exact depth, poses, ground truth)",
@@ -88,7 +100,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     scene.add_argument("--no-labels", action="store_true", help="do not write per-frame label images")
     scene.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     scene.set_defaults(func=run_toy_scene)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def run_toy(args: argparse.Namespace) -> int:

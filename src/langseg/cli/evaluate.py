@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .common import add_flip_argument, add_numerics_argument, numerics_precision, positive_int, scales_arg
+from .arguments import add_flip_argument, add_numerics_argument, positive_int, scales_arg
+from .eval_results import check_out, print_fixed, resume_point, saver
+from .session import multi_scale_record, numerics_precision
 
 ORDER = 30  # eval-zeroshot (cli/zeroshot.py) right after it
 
@@ -51,6 +53,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--multi-scale", action="store_true", help="official multi-scale, flipped, sliding-window protocol"
     )
+    _add_prompt_options(p)
+    p.add_argument(
+        "--scales",
+        type=scales_arg,
+        default=None,
+        metavar="S1,S2,...",
+        help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)",
+    )
+    add_flip_argument(p)
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
+    add_eval_options(p)
+    _add_speed_options(p)
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out")
+    p.add_argument(
+        "--save-every",
+        type=positive_int,
+        default=50,
+        help="save progress to --out every N images (default 50)",
+    )
+    p.set_defaults(func=run_eval)
+
+
+def _add_prompt_options(p: argparse.ArgumentParser) -> None:
+    """``--labels-file``, ``--full-names``, ``--template``: what the classes are called."""
     p.add_argument(
         "--labels-file",
         type=Path,
@@ -69,16 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="TEXT",
         help="prompt template with {} for the label (repeat to ensemble), as in 'langseg segment'",
     )
-    p.add_argument(
-        "--scales",
-        type=scales_arg,
-        default=None,
-        metavar="S1,S2,...",
-        help="scales for --multi-scale (default: the official 0.5,0.75,1,1.25,1.5,1.75)",
-    )
-    add_flip_argument(p)
-    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
-    add_eval_options(p)
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """``--batch-size``, ``--window-batch``, ``--compile``: how fast, never what is scored."""
     p.add_argument(
         "--batch-size",
         type=positive_int,
@@ -96,14 +116,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "outputs equal the eager ones. Pays off on a GPU with --multi-scale, whose windows "
         "all have one shape (default: off)",
     )
-    p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out")
-    p.add_argument(
-        "--save-every",
-        type=positive_int,
-        default=50,
-        help="save progress to --out every N images (default 50)",
-    )
-    p.set_defaults(func=run_eval)
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:
@@ -121,17 +133,7 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-# ------------------------------------------------------------------------------------------ helpers
-def check_out(path: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> None:
-    from ..errors import LangsegError
-
-    if path.is_dir():
-        raise LangsegError(f"{path} is a folder; --out must be a .json file path")
-    if path.exists() and not (overwrite or resume):
-        hint = " or --resume to continue it" if resumable else ""
-        raise LangsegError(f"{path} exists; pass --overwrite to replace it{hint} (or choose another --out)")
-
-
+# --------------------------------------------------------------------- shared with eval-zeroshot
 def setup_distributed(args: argparse.Namespace):
     """Join the launcher's process group when --distributed is given; returns (device, rank)."""
     if not args.distributed:
@@ -151,10 +153,6 @@ def load_weights(weights: str, device: str | None):
     return model, path
 
 
-def _format_iou(v: float | None, scale: float = 1.0) -> str:
-    return "   -  " if v is None else f"{v * scale:6.2f}"
-
-
 # --------------------------------------------------------------------------------------------- eval
 def _fixed_dataset(args: argparse.Namespace):
     from ..data import ADE20K, DatasetError, GenericSegmentation
@@ -166,34 +164,6 @@ def _fixed_dataset(args: argparse.Namespace):
     if args.full_names:
         raise DatasetError("--full-names applies to --dataset ade20k only")
     return GenericSegmentation(args.data_root, args.split)
-
-
-def _run_signature(record: dict[str, Any]) -> dict[str, Any]:
-    """The fields a resumed run must share with the saved one (as JSON values: tuples become lists)."""
-    import json
-
-    weights = record.get("weights")
-    signature = {  # --limit may grow: the run continues to the new limit
-        "dataset": record.get("dataset"),
-        "protocol": record.get("protocol"),
-        "weights_sha256": weights.get("sha256") if isinstance(weights, dict) else None,
-    }
-    return json.loads(json.dumps(signature))
-
-
-def _print_fixed(metrics: dict[str, Any], header: str) -> None:
-    print(header)
-    print(f"  pixAcc        {metrics['pixAcc'] * 100:6.2f}")
-    print(
-        f"  mIoU          {metrics['mIoU'] * 100:6.2f}   (official: mean over all classes, absent ones count 0)"
-    )
-    present = metrics["mIoU_present"]
-    print(f"  mIoU present  {_format_iou(present, 100)}   (mean over classes in prediction or ground truth)")
-    rows = sorted(metrics["per_class_iou"].items(), key=lambda kv: (kv[1] is None, -(kv[1] or 0.0)))
-    width = max([len(k) for k, _ in rows] + [5])
-    print(f"  {'class':<{width}}  IoU(%)")
-    for name, v in rows:
-        print(f"  {name:<{width}}  {_format_iou(v, 100)}")
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -227,8 +197,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     check_out(out, args.overwrite, args.resume, resumable=True)
     device, rank = setup_distributed(args)
     predictor, record = _eval_setup(args, dataset, labels, templates, weights, device)
-    start, confusion, seconds_before, skipped_before = _resume_point(args, out, record)
-    save = _saver(args, out, record, predictor, start, seconds_before, skipped_before)
+    start, confusion, seconds_before, skipped_before = resume_point(args, out, record)
+    save = saver(args, out, record, predictor, start, seconds_before, skipped_before)
 
     t0 = time.perf_counter()
     result = evaluate(
@@ -251,7 +221,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         f"{args.dataset} {args.split}: {result.images} images, {mode}, weights {weights} "
         f"({time.perf_counter() - t0:.1f} s)"
     )
-    _print_fixed(result.metrics(), header)
+    print_fixed(result.metrics(), header)
     print(f"wrote {out}")
     skipped = skipped_before + result.skipped
     if skipped:  # scored without them; the count and the messages are in the record too
@@ -293,19 +263,11 @@ def _eval_weights(args: argparse.Namespace) -> str:
 
 def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple[Any, dict[str, Any]]:
     """Load the weights into a predictor for the chosen protocol; the run's record (without results)."""
-    from .. import MultiScaleConfig, resolve_device
-    from ..errors import LangsegError
-    from ..inference import OFFICIAL_SCALES
+    from .. import resolve_device
     from ..predictor import LSegPredictor
     from ..provenance import weights_record
 
-    ms = None
-    if args.multi_scale:
-        ms = MultiScaleConfig(
-            scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False, batch_size=args.window_batch
-        )
-    elif args.scales:
-        raise LangsegError("--scales needs --multi-scale")
+    ms = _multi_scale(args)
     model, path = load_weights(weights, device)
     model.set_numerics(args.numerics)
     if args.compile == "exact":
@@ -321,12 +283,31 @@ def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple
         max_pixels=None,
         flip=bool(args.flip) and ms is None,
     )
-    ms_record = (
-        None
-        if ms is None
-        else {k: getattr(ms, k) for k in ("scales", "flip", "base_size", "crop_size", "stride")}
-    )
-    record: dict[str, Any] = {
+    record = _record(args, dataset, labels, templates, ms)
+    record["weights"] = weights_record(weights, path, model.config.name)
+    record["limit"] = args.limit
+    record["batching"] = {"images_per_call": args.batch_size, "windows_per_call": args.window_batch}
+    return predictor, record
+
+
+def _multi_scale(args: argparse.Namespace):
+    """The official multi-scale protocol with ``--multi-scale`` (None without it)."""
+    from .. import MultiScaleConfig
+    from ..errors import LangsegError
+    from ..inference import OFFICIAL_SCALES
+
+    if args.multi_scale:
+        return MultiScaleConfig(
+            scales=args.scales or OFFICIAL_SCALES, flip=args.flip is not False, batch_size=args.window_batch
+        )
+    if args.scales:
+        raise LangsegError("--scales needs --multi-scale")
+    return None
+
+
+def _record(args: argparse.Namespace, dataset, labels, templates, ms) -> dict[str, Any]:
+    """The dataset and the protocol, as the results file records them."""
+    return {
         "task": "fixed-label",
         "dataset": {
             "name": args.dataset,
@@ -339,7 +320,7 @@ def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple
         },
         "protocol": {
             "mode": "multi-scale" if ms else "single-scale",
-            "multi_scale": ms_record,
+            "multi_scale": multi_scale_record(ms),
             "flip": ms.flip if ms else bool(args.flip),
             "templates": templates,
             "precision": args.precision,
@@ -349,58 +330,4 @@ def _eval_setup(args, dataset, labels, templates, weights: str, device) -> tuple
             else "full image into the official multi-scale evaluator",
             "ignore_index": dataset.ignore_index,
         },
-        "weights": weights_record(weights, path, model.config.name),
-        "limit": args.limit,
-        "batching": {"images_per_call": args.batch_size, "windows_per_call": args.window_batch},
     }
-    return predictor, record
-
-
-def _resume_point(args: argparse.Namespace, out: Path, record: dict[str, Any]):
-    """``(images done, confusion so far, seconds so far, skipped so far)`` of the run saved in ``out`` with --resume."""
-    import torch
-
-    from ..errors import LangsegError
-    from ..files import read_json
-
-    if not (args.resume and out.exists()):
-        return 0, None, 0.0, []
-    old = read_json(out)
-    if _run_signature(old) != _run_signature(record):
-        raise LangsegError(
-            f"{out} was written by a different run (dataset, labels, protocol or weights differ); "
-            "use another --out or --overwrite"
-        )
-    confusion = torch.tensor(old["confusion_matrix"], dtype=torch.long)
-    return int(old.get("images", 0)), confusion, float(old.get("seconds", 0.0)), list(old.get("skipped", []))
-
-
-def _saver(
-    args,
-    out: Path,
-    record: dict[str, Any],
-    predictor,
-    start: int,
-    seconds_before: float,
-    skipped_before: list,
-):
-    """``save(result, complete)``: the record with the counts so far, written to ``out``."""
-    from ..files import write_json
-    from ..provenance import environment
-
-    def save(result, complete: bool) -> None:
-        seconds = seconds_before + result.seconds
-        data = {
-            **record,
-            **result.metrics(),
-            "complete": complete,
-            "images": result.images,
-            "skipped": skipped_before + result.skipped,  # unreadable images, left out of the scores
-            "seconds": round(seconds, 3),
-            "images_per_second": round((result.images - start) / max(result.seconds, 1e-9), 4),
-            "environment": environment(predictor.device, args.precision),
-            "confusion_matrix": result.confusion.tolist(),
-        }
-        write_json(out, data, overwrite=True)  # --overwrite/--resume were checked before the run
-
-    return save

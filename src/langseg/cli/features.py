@@ -13,24 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    Report,
-    add_common_arguments,
-    all_inputs,
-    decoded_batches,
-    images_per_call,
-    join_ranks,
-    open_session,
-    positive_int,
-    progress,
-    resolution_arg,
-    run_guarded,
-    this_slice,
-)
+from .arguments import add_common_arguments, exit_status, positive_int, resolution_arg
+from .batches import guarded_results
+from .features_index import comparable, finish_index, index_name, part_path, previous_entries, write_index
+from .plan import all_inputs, refuse_existing, this_slice
+from .report import Report, progress
+from .session import joined_ranks, open_session
 
 ORDER = 20
 
-INDEX_NAME = "index.json"
 SUFFIXES = {"npy": ".npy", "safetensors": ".safetensors", "pt": ".pt"}
 INDEX_EVERY = 25  # rewrite index.json after this many new images, so an interrupted run keeps one
 PCA_SAMPLE_IMAGES = 32  # the dataset-wide PCA basis is fitted on this many inputs, evenly spread
@@ -51,9 +42,7 @@ reading the output (numpy):
   index = json.load(open("feats/index.json"))
   f = np.load("feats/" + index["images"][0]["file"])   # (D, h, w), unit norm over D (--layout chw)
 
-exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/weights,
-70 internal error (a bug; please report it).
-"""
+""" + exit_status("options/weights")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -128,23 +117,17 @@ def _settings(args: argparse.Namespace, session) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import close_distributed
-
-    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
-    try:
+    with joined_ranks(args) as place:  # under torchrun / srun: this process's rank and device
         return _run(args, place)
-    finally:
-        close_distributed()
 
 
 def _run(args: argparse.Namespace, place) -> int:
-    from ..errors import LangsegError
-    from ..outputs import existing, output_path
+    from ..outputs import output_path
 
     every_item, every_stem, notes = all_inputs(args)
     items, stems = this_slice(args, place, every_item, every_stem)
     notes = notes if place.is_main else []
-    index_path = args.out / _index_name(args.shard)
+    index_path = args.out / index_name(args.shard)
     files = {
         item: (
             output_path(args.out, stem, SUFFIXES[args.format]),
@@ -152,17 +135,11 @@ def _run(args: argparse.Namespace, place) -> int:
         )
         for item, stem in zip(items, stems)
     }
-    if not (args.overwrite or args.skip_existing):
-        clash = existing([index_path] + [p for pair in files.values() for p in pair if p is not None])
-        if clash:
-            raise LangsegError(
-                f"output files exist: {clash}; pass --overwrite to replace them or "
-                "--skip-existing to keep them and do the rest"
-            )
+    refuse_existing(args, [index_path] + [p for pair in files.values() for p in pair if p is not None])
     session = open_session(args, templates=None)
     settings = _settings(args, session)
     basis = _pca_basis(args, session, settings, every_item) if (args.pca_dim or args.pca_preview) else None
-    previous = _previous_entries(index_path, settings) if args.skip_existing else {}
+    previous = previous_entries(index_path, settings) if args.skip_existing else {}
     report = Report(notes)
     entries: dict[str, dict[str, Any]] = {}
     todo = []
@@ -182,66 +159,6 @@ def _rel(path: Path, out: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
-def _index_name(shard: tuple[int, int] | None) -> str:
-    """``index.json``; ``index.shard{I}of{N}.json`` for ``--shard I/N``, so the tasks of a job array
-    can share one output folder without communicating (their indexes together list every input)."""
-    return INDEX_NAME if shard is None else f"index.shard{shard[0]}of{shard[1]}.json"
-
-
-def _part_path(index_path: Path, rank: int) -> Path:
-    """Where rank ``rank`` of a multi-process run keeps its share of the index until rank 0 merges."""
-    return index_path.with_name(f"{index_path.stem}.rank{rank}.json")
-
-
-def _parts(index_path: Path) -> list[Path]:
-    """Index parts of ``index_path`` left in its folder (by this run, or a killed one)."""
-    return sorted(index_path.parent.glob(f"{index_path.stem}.rank*.json"))
-
-
-def _previous_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Entries of an earlier run's index (for --skip-existing), including the per-rank parts a killed
-    multi-process run left; their settings must match this run's."""
-    entries: dict[str, dict[str, Any]] = {}
-    for path in [index_path, *_parts(index_path)]:
-        entries.update(_index_entries(path, settings))
-    return entries
-
-
-def _index_entries(index_path: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    import json
-
-    from ..errors import LangsegError
-
-    if not index_path.exists():
-        return {}
-    try:
-        old = json.loads(index_path.read_text(encoding="utf-8"))
-        old_settings = {k: old[k] for k in settings}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LangsegError(
-            f"{index_path}: not a features index this version can extend ({e}); "
-            "use another --out or --overwrite"
-        ) from None
-    changed = sorted(k for k in settings if _comparable(old_settings[k]) != _comparable(settings[k]))
-    if changed:
-        raise LangsegError(
-            f"{index_path} was written with different {', '.join(changed)}; "
-            "use another --out, the same options, or --overwrite"
-        )
-    return {e["file"]: e for e in old.get("images", []) if isinstance(e, dict) and "file" in e}
-
-
-def _comparable(value: Any) -> Any:
-    """Settings as JSON sees them (tuples become lists; the device may differ between runs)."""
-    import json
-
-    value = json.loads(json.dumps(value))
-    if isinstance(value, dict):
-        value.pop("device", None)
-        value.pop("path", None)
-    return value
-
-
 def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
     """The run's one PCA basis: loaded from ``--out``/pca.safetensors when it was fitted with these
     settings, else fitted on a deterministic sample of the whole input list and saved there.
@@ -250,13 +167,10 @@ def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
     then load the same file, so every frame of every process is projected on one basis. A basis made
     with other settings is refused unless ``--overwrite``. Sets ``settings["pca"]``.
     """
-    import hashlib
-
     from filelock import FileLock
 
     from ..errors import LangsegError
     from ..files import write_bytes
-    from ..inputs import iter_decoded
     from ..pca import PCA_NAME, fit_basis, load_basis
 
     embed_dim = session.predictor.model.config.embed_dim
@@ -264,21 +178,9 @@ def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
         raise LangsegError(
             f"--pca-dim {args.pca_dim} exceeds the feature dimension {embed_dim} of these weights"
         )
-    count = min(len(every_item), PCA_SAMPLE_IMAGES)
-    picks = sorted({round(i * (len(every_item) - 1) / max(count - 1, 1)) for i in range(count)})
-    sample = [every_item[i] for i in picks]
-    names = "\n".join(f"{item.path}#{item.frame}" for item in sample)
+    sample = _pca_sample(every_item)
     dim = min(max(args.pca_dim or 0, 3), embed_dim)  # the preview takes the first three
-    info = {
-        "dim": dim,
-        "weights_sha256": str(settings["weights"]["sha256"]),
-        "preprocessing": _comparable(settings["preprocessing"]),
-        "resolution": settings["resolution"],
-        "sample_images": len(sample),
-        "sample_sha256": hashlib.sha256(names.encode()).hexdigest(),
-        "max_vectors": PCA_SAMPLE_VECTORS,
-        "seed": 0,
-    }
+    info = _pca_info(settings, sample, dim)
     path = args.out / PCA_NAME
     args.out.mkdir(parents=True, exist_ok=True)
     with FileLock(args.out / f".{PCA_NAME}.lock"):
@@ -290,20 +192,8 @@ def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
                 )
             basis = None
         if basis is None:
-            predictor = session.predictor
-
-            def maps():
-                decoded = iter_decoded(sample, max_pixels=args.max_pixels, background=args.background)
-                with progress(len(sample)) as bar:
-                    bar.set_description("PCA basis")
-                    for d in decoded:
-                        bar.update(1)
-                        if d.error is None:
-                            yield predictor.features(
-                                d.image, resolution=args.resolution, keep_on_device=False
-                            )
-
-            basis = fit_basis(maps(), dim, per_map=max(1, PCA_SAMPLE_VECTORS // len(sample)), info=info)
+            maps = _sample_features(args, session.predictor, sample)
+            basis = fit_basis(maps, dim, per_map=max(1, PCA_SAMPLE_VECTORS // len(sample)), info=info)
             write_bytes(path, basis.to_bytes(), overwrite=True)
     settings["pca"] = {
         **basis.record(),
@@ -313,61 +203,81 @@ def _pca_basis(args, session, settings: dict[str, Any], every_item: list):
     return basis
 
 
+def _pca_sample(every_item: list) -> list:
+    """:data:`PCA_SAMPLE_IMAGES` inputs spread evenly over the whole list (the same in every process)."""
+    count = min(len(every_item), PCA_SAMPLE_IMAGES)
+    picks = sorted({round(i * (len(every_item) - 1) / max(count - 1, 1)) for i in range(count)})
+    return [every_item[i] for i in picks]
+
+
+def _pca_info(settings: dict[str, Any], sample: list, dim: int) -> dict[str, Any]:
+    """What a saved basis must have been fitted with to serve this run."""
+    import hashlib
+
+    names = "\n".join(f"{item.path}#{item.frame}" for item in sample)
+    return {
+        "dim": dim,
+        "weights_sha256": str(settings["weights"]["sha256"]),
+        "preprocessing": comparable(settings["preprocessing"]),
+        "resolution": settings["resolution"],
+        "sample_images": len(sample),
+        "sample_sha256": hashlib.sha256(names.encode()).hexdigest(),
+        "max_vectors": PCA_SAMPLE_VECTORS,
+        "seed": 0,
+    }
+
+
+def _sample_features(args, predictor, sample: list):
+    """The feature maps of the sample, one at a time (unreadable inputs left out)."""
+    from ..inputs import iter_decoded
+
+    decoded = iter_decoded(sample, max_pixels=args.max_pixels, background=args.background)
+    with progress(len(sample)) as bar:
+        bar.set_description("PCA basis")
+        for d in decoded:
+            bar.update(1)
+            if d.error is None:
+                yield predictor.features(d.image, resolution=args.resolution, keep_on_device=False)
+
+
 def _export(
     args, session, settings, todo, files, entries, order, report: Report, index_path: Path, basis=None
 ) -> int:
-    from .. import __version__
     from ..distributed import world
-    from ..files import write_json
 
-    batch_size = images_per_call(args, session.predictor)
     rank, size = world()
-    target = index_path if size == 1 else _part_path(index_path, rank)  # rank 0 merges the parts at the end
-
-    def save_index() -> None:
-        images = sorted(entries.values(), key=lambda e: order.get(e["file"], len(order)))
-        index = {"langseg_version": __version__, **settings, "images": images}
-        write_json(target, index, overwrite=True)
-
+    target = index_path if size == 1 else part_path(index_path, rank)  # rank 0 merges the parts at the end
     start = time.perf_counter()
     since_index = 0
     predictor = session.predictor
     with progress(len(todo)) as bar:
-        for ok in decoded_batches(args, todo, batch_size, report, bar):
-            t0 = time.perf_counter()
-            maps = run_guarded(
-                predictor,
-                ok,
-                lambda images: predictor.features(
-                    images, resolution=args.resolution, batch_size=batch_size, keep_on_device=False
-                ),
-                lambda image: predictor.features(image, resolution=args.resolution, keep_on_device=False),
-                report,
-                need=lambda d: feature_bytes(predictor, d.image.shape[:2], args.resolution),
-                describe=lambda d: "{}x{} with --resolution {}".format(
-                    *d.image.shape[1::-1], settings["resolution"]
-                ),
-                hint="try a smaller --resolution or --max-side",
-            )
-            per_image = (time.perf_counter() - t0) / len(ok)
-            for d, feats in zip(ok, maps):
-                if feats is not None:
-                    with report.guard(d.item.path):
-                        entry = _write(args, predictor, settings, d, feats, files[d.item], per_image, basis)
-                        entries[entry["file"]] = entry
-                        report.done += 1
-                        since_index += 1
-                bar.update(1)
+        for d, feats, per_image in guarded_results(
+            args,
+            predictor,
+            todo,
+            report,
+            bar,
+            lambda images: predictor.features(
+                images, resolution=args.resolution, batch_size=len(images), keep_on_device=False
+            ),
+            lambda image: predictor.features(image, resolution=args.resolution, keep_on_device=False),
+            need=lambda d: feature_bytes(predictor, d.image.shape[:2], args.resolution),
+            describe=lambda d: "{}x{} with --resolution {}".format(
+                *d.image.shape[1::-1], settings["resolution"]
+            ),
+            hint="try a smaller --resolution or --max-side",
+        ):
+            with report.guard(d.item.path):
+                entry = _write(args, predictor, settings, d, feats, files[d.item], per_image, basis)
+                entries[entry["file"]] = entry
+                report.done += 1
+                since_index += 1
             if since_index >= INDEX_EVERY:
-                save_index()
+                write_index(target, settings, entries, order)
                 since_index = 0
     if entries or not target.exists():
-        save_index()
-    if size > 1:
-        _merge_index_parts(index_path, rank, size)
-    else:
-        for part in _parts(index_path):  # a killed multi-process run's, now in index.json
-            part.unlink()
+        write_index(target, settings, entries, order)
+    finish_index(index_path, rank, size)
     return report.summary("exported features of", time.perf_counter() - start, args.out)
 
 
@@ -378,33 +288,6 @@ def feature_bytes(predictor, size: tuple[int, int], resolution) -> int:
 
     h, w = _feature_size(resolution, predictor.processed_size(*size), size)
     return predictor.memory_estimate(*size, 0) + 2 * 4 * predictor.model.config.text.embed_dim * h * w
-
-
-def _merge_index_parts(index_path: Path, rank: int, size: int) -> None:
-    """After every rank has written its part: rank 0 joins them, in rank order (ranks hold contiguous
-    slices of the inputs, so this is the order of a single run), into index.json; parts are removed."""
-    import json
-
-    from ..distributed import barrier
-    from ..files import write_json
-
-    barrier()
-    if rank == 0:
-        parts = [_part_path(index_path, r) for r in range(size)]
-        index = json.loads(parts[0].read_text(encoding="utf-8"))
-        seen = {e["file"] for e in index["images"]}
-        for part in parts[1:]:
-            for entry in json.loads(part.read_text(encoding="utf-8"))["images"]:
-                if entry["file"] not in seen:
-                    index["images"].append(entry)
-                    seen.add(entry["file"])
-        write_json(index_path, index, overwrite=True)
-        for part in parts:
-            part.unlink()
-        stale = _parts(index_path)  # left by an earlier run with more processes
-        for part in stale:
-            part.unlink()
-    barrier()
 
 
 def _write(args, predictor, settings, d, feats, files, infer_s: float, basis=None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Per image: ``NAME.mask.png`` (indexed PNG, pixel value = label index, the input's upright size),
 ``NAME.overlay.png`` (colours blended over the image, legend beside it) and ``NAME.json`` (labels,
 pixel shares, size, weights, protocol, timing). The options shared with ``langseg features`` (weights,
-device, inputs, outputs, test-time augmentation) are in :mod:`langseg.cli.common`.
+device, inputs, outputs, test-time augmentation) are in :mod:`langseg.cli.arguments`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import (
-    Report,
-    Session,
-    add_common_arguments,
-    add_numerics_argument,
-    decoded_batches,
-    images_per_call,
-    join_ranks,
-    open_session,
-    plan_inputs,
-    progress,
-    run_guarded,
-)
+from .arguments import add_common_arguments, add_numerics_argument, exit_status
+from .batches import guarded_results
+from .plan import plan_inputs, refuse_existing
+from .report import Report, progress
+from .session import Session, joined_ranks, open_session
 
 ORDER = 10
 
@@ -39,9 +31,7 @@ labels:
   commas separate classes, ';' separates synonyms of one class (their embeddings are averaged):
   "cat;kitten,grass" has two classes. Without --labels the checkpoint's own labels are used.
 
-exit status: 0 all images done, 1 some inputs skipped (reported by name), 2 bad options/labels/weights,
-70 internal error (a bug; please report it).
-"""
+""" + exit_status("options/labels/weights")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,19 +103,14 @@ def run(args: argparse.Namespace) -> int:
         else (parse_labels(args.labels) if args.labels is not None else None)
     )
     templates = parse_templates(args.template)
-    from ..distributed import close_distributed  # imports torch
-
-    place = join_ranks(args)  # under torchrun / srun: this process's rank and device
-    try:
+    with joined_ranks(args) as place:  # under torchrun / srun: this process's rank and device
         return _run(args, place, classes, templates)
-    finally:
-        close_distributed()
 
 
 def _run(args: argparse.Namespace, place, classes, templates) -> int:
     from ..errors import LangsegError
     from ..labels import check_prompt_lengths
-    from ..outputs import existing, output_path
+    from ..outputs import output_path
 
     if classes is not None:
         check_prompt_lengths(classes, templates)
@@ -140,13 +125,7 @@ def _run(args: argparse.Namespace, place, classes, templates) -> int:
         for item, stem in zip(items, stems)
     }
     report = Report(notes)
-    if not (args.overwrite or args.skip_existing):
-        clash = existing([p for f in files.values() for p in f.all()])
-        if clash:
-            raise LangsegError(
-                f"output files exist: {clash}; pass --overwrite to replace them or "
-                "--skip-existing to keep them and do the rest"
-            )
+    refuse_existing(args, [p for f in files.values() for p in f.all()])
     todo = [item for item in items if not (args.skip_existing and all(p.exists() for p in files[item].all()))]
     report.kept = len(items) - len(todo)
 
@@ -165,31 +144,26 @@ def _run(args: argparse.Namespace, place, classes, templates) -> int:
 
 def _segment(args, session: Session, classes, todo, files, report: Report) -> int:
     predictor = session.predictor
-    batch_size = images_per_call(args, predictor)
     start = time.perf_counter()
     with progress(len(todo)) as bar:
-        for ok in decoded_batches(args, todo, batch_size, report, bar):
-            t0 = time.perf_counter()
-            preds = run_guarded(
-                predictor,
-                ok,
-                lambda images: predictor.predict(
-                    images, classes, batch_size=batch_size, return_logits=args.save_logits
-                ),
-                lambda image: predictor.predict(image, classes, return_logits=args.save_logits),
-                report,
-                need=lambda d: predictor.memory_estimate(*d.image.shape[:2], len(classes)),
-                describe=lambda d: "{}x{} with {} labels".format(*d.image.shape[1::-1], len(classes)),
-                hint="try a smaller --max-side, fewer labels"
-                + (", without --multi-scale" if args.multi_scale else ""),
-            )
-            per_image = (time.perf_counter() - t0) / len(ok)
-            for d, pred in zip(ok, preds):
-                if pred is not None:
-                    with report.guard(d.item.path):
-                        _write(args, session, classes, d, pred, files[d.item], per_image)
-                        report.done += 1
-                bar.update(1)
+        for d, pred, per_image in guarded_results(
+            args,
+            predictor,
+            todo,
+            report,
+            bar,
+            lambda images: predictor.predict(
+                images, classes, batch_size=len(images), return_logits=args.save_logits
+            ),
+            lambda image: predictor.predict(image, classes, return_logits=args.save_logits),
+            need=lambda d: predictor.memory_estimate(*d.image.shape[:2], len(classes)),
+            describe=lambda d: "{}x{} with {} labels".format(*d.image.shape[1::-1], len(classes)),
+            hint="try a smaller --max-side, fewer labels"
+            + (", without --multi-scale" if args.multi_scale else ""),
+        ):
+            with report.guard(d.item.path):
+                _write(args, session, classes, d, pred, files[d.item], per_image)
+                report.done += 1
     return report.summary("segmented", time.perf_counter() - start, args.out)
 
 
@@ -209,9 +183,8 @@ def _logit_chunks(pred):
 def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: float) -> None:
     import numpy as np
 
-    from .. import __version__
     from ..files import write_image, write_json, write_npy_stream
-    from ..visualize import mask_image, overlay, palette
+    from ..visualize import mask_image, overlay
 
     t0 = time.perf_counter()
     names = pred.label_names
@@ -235,11 +208,25 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
             _logit_chunks(pred),
             overwrite=args.overwrite,
         )
+    if needed(files.record):
+        timing = {"decode_s": round(d.seconds, 4), "inference_s": round(infer_s, 4)}
+        timing["write_s"] = round(time.perf_counter() - t0, 4)
+        write_json(files.record, _record(session, classes, d, pred, files, timing), overwrite=args.overwrite)
+
+
+def _record(session: Session, classes, d, pred, files: _Files, timing: dict[str, float]) -> dict:
+    """``NAME.json``: labels with their pixel shares and colours, sizes, outputs, weights, protocol."""
+    import numpy as np
+
+    from .. import __version__
+    from ..visualize import palette
+
+    names = pred.label_names
     counts = np.bincount(pred.labels.ravel(), minlength=len(names))
     shares = counts / max(int(counts.sum()), 1)
     colors = palette(len(names))
     H, W = pred.labels.shape
-    record = {
+    return {
         "input": str(d.item.path),
         "image_size": {"width": W, "height": H},
         "processed_size": dict(zip(("height", "width"), session.predictor.processed_size(H, W))),
@@ -262,12 +249,6 @@ def _write(args, session: Session, classes, d, pred, files: _Files, infer_s: flo
         },
         "weights": session.weights,
         "preprocessing": session.protocol,
-        "timing": {
-            "decode_s": round(d.seconds, 4),
-            "inference_s": round(infer_s, 4),
-            "write_s": round(time.perf_counter() - t0, 4),
-        },
+        "timing": timing,
         "langseg_version": __version__,
     }
-    if needed(files.record):
-        write_json(files.record, record, overwrite=args.overwrite)

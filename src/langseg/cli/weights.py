@@ -42,45 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import LangsegError
-    from ..hub import REGISTRY, cache_dir, cached_path, is_cached, read_record, record_path
+    from ..hub import REGISTRY
     from ..weights import bundled_weights, resolve_weights
 
     if args.action == "list":
         if args.names:
             raise LangsegError("'langseg weights list' takes no names")
-        print(f"cache: {cache_dir()}")
-        for name, path in bundled_weights().items():
-            print(f"  {name:26s} bundled  {path}")
-        for name, e in REGISTRY.items():
-            cached = is_cached(name)
-            here = "n/a" if e.unavailable else "cached" if cached else "remote"
-            line = f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else "")
-            digest = read_record(record_path(name)).get("sha256") if cached else None
-            print(
-                line
-                + (
-                    f"\n  {'':26s} {'':8s} SHA-256 of {e.filename} at first download: {digest}"
-                    if digest
-                    else ""
-                )
-            )
-        return 0
+        return _list()
     if args.action == "push":
-        from ..hf_hub import push_to_hub
-
-        if len(args.names) != 2:
-            raise LangsegError("weights push takes two arguments: RUN_OR_FOLDER ORG/NAME")
-        url = push_to_hub(
-            Path(args.names[0]),
-            args.names[1],
-            revision=args.revision,
-            private=args.private or None,
-            commit_message=args.message,
-            eval_record=args.eval_record,
-            license=args.license,
-        )
-        print(url)
-        return 0
+        return _push(args)
     if not args.names:
         raise LangsegError(f"'langseg weights {args.action}' needs at least one weights name")
     bundled = bundled_weights()
@@ -90,23 +60,67 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         known = ", ".join(sorted(bundled) + sorted(REGISTRY))
         raise LangsegError(f"unknown weights name {unknown[0]!r}; known names: {known}")
-    if args.action == "path":  # where the weights are or will be; never downloads
-        missing = 0
-        for name in args.names:
-            if name.startswith("hf-hub:"):  # the Hugging Face cache decides where; it may download
-                print(resolve_weights(name))
-                continue
-            path = bundled.get(name) or cached_path(name)
-            print(path)
-            if name not in bundled and not is_cached(name):
-                missing += 1
-                print(
-                    f"langseg: {name} is not downloaded yet; 'langseg weights download {name}' puts it "
-                    f"there (the official file {REGISTRY[name].filename} goes to "
-                    f"{cache_dir() / 'downloads'} first)",
-                    file=sys.stderr,
-                )
-        return 1 if missing else 0
+    if args.action == "path":
+        return _path(args.names, bundled)
     for name in args.names:
         print(resolve_weights(name))
     return 0
+
+
+def _list() -> int:
+    from ..hub import REGISTRY, cache_dir, is_cached, read_record, record_path
+    from ..weights import bundled_weights
+
+    print(f"cache: {cache_dir()}")
+    for name, path in bundled_weights().items():
+        print(f"  {name:26s} bundled  {path}")
+    for name, e in REGISTRY.items():
+        cached = is_cached(name)
+        here = "n/a" if e.unavailable else "cached" if cached else "remote"
+        line = f"  {name:26s} {here:8s} {e.description}" + (f" [{e.note}]" if e.note else "")
+        digest = read_record(record_path(name)).get("sha256") if cached else None
+        if digest:
+            line += f"\n  {'':26s} {'':8s} SHA-256 of {e.filename} at first download: {digest}"
+        print(line)
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from ..errors import LangsegError
+    from ..hf_hub import push_to_hub
+
+    if len(args.names) != 2:
+        raise LangsegError("weights push takes two arguments: RUN_OR_FOLDER ORG/NAME")
+    url = push_to_hub(
+        Path(args.names[0]),
+        args.names[1],
+        revision=args.revision,
+        private=args.private or None,
+        commit_message=args.message,
+        eval_record=args.eval_record,
+        license=args.license,
+    )
+    print(url)
+    return 0
+
+
+def _path(names: list[str], bundled: dict[str, Path]) -> int:
+    """Where the weights are or will be; never downloads. Exit status 1 when one is not there yet."""
+    from ..hub import REGISTRY, cache_dir, cached_path, is_cached
+    from ..weights import resolve_weights
+
+    missing = 0
+    for name in names:
+        if name.startswith("hf-hub:"):  # the Hugging Face cache decides where; it may download
+            print(resolve_weights(name))
+            continue
+        print(bundled.get(name) or cached_path(name))
+        if name not in bundled and not is_cached(name):
+            missing += 1
+            print(
+                f"langseg: {name} is not downloaded yet; 'langseg weights download {name}' puts it "
+                f"there (the official file {REGISTRY[name].filename} goes to "
+                f"{cache_dir() / 'downloads'} first)",
+                file=sys.stderr,
+            )
+    return 1 if missing else 0

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import numerics_precision, positive_int
-from .evaluate import add_eval_options, check_out, load_weights, setup_distributed, teardown
+from .arguments import positive_int
+from .eval_results import check_out
+from .evaluate import add_eval_options, load_weights, setup_distributed, teardown
+from .session import numerics_precision
 
 ORDER = 31  # right after eval
 
