@@ -96,7 +96,7 @@ def configurations(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return runs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -112,7 +112,7 @@ def main() -> None:
         "--multi-scale", action="store_true", help="also time the official multi-scale protocol"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
 
     with tempfile.TemporaryDirectory(prefix="langseg-bench-") as tmp:

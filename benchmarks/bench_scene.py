@@ -169,7 +169,7 @@ def size_arg(text: str) -> tuple[int, int]:
     return w, h
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", default="lseg_vitl16_384", help="model architecture (random weights)")
     p.add_argument("--size", type=size_arg, default=(640, 480), help="frame WxH (default 640x480)")
@@ -179,7 +179,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--json", type=Path, default=None, help="also write the result here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     result = run(args)
     print(
         f"{result['variant']} {result['size']} on {result['device']} ({result['precision']}), "

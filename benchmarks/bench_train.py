@@ -128,7 +128,7 @@ def _row(r: dict) -> str:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="names in configs/ (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
@@ -145,7 +145,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config, print JSON
-    args = p.parse_args()
+    args = p.parse_args(argv)
     precisions = sorted(set(args.precision), key=PRECISIONS.index)  # fp32 first: the baseline
     if args.one:
         if len(precisions) != 1:

@@ -8,18 +8,21 @@ compare agree where they must.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import SUBPROCESS_ENV
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run(script: str, *args: object) -> str:
+    """``python benchmarks/<script> ARGS`` in a subprocess, as a user runs it."""
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *map(str, args)],
         capture_output=True,
@@ -31,9 +34,32 @@ def run(script: str, *args: object) -> str:
     return proc.stdout
 
 
-def test_bench_inference(tmp_path):
+@pytest.fixture()
+def bench(monkeypatch, capsys):
+    """Run a benchmark script's ``main(argv)`` in this process (no interpreter start-up and imports to
+    pay again; ``run`` keeps real subprocesses for the scripts whose process is part of what they do),
+    on one thread as ``run``'s subprocesses (tiny models: more threads only wait on each other); the
+    processes a benchmark starts itself get ``run``'s environment."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    for key, value in SUBPROCESS_ENV.items():
+        monkeypatch.setenv(key, value)
+    threads = torch.get_num_threads()
+
+    def call(script: str, *args: object) -> str:
+        module = importlib.import_module(script.removesuffix(".py"))
+        torch.set_num_threads(1)
+        try:
+            assert module.main([str(a) for a in args]) in (0, None)
+        finally:
+            torch.set_num_threads(threads)
+        return capsys.readouterr().out
+
+    return call
+
+
+def test_bench_inference(tmp_path, bench):
     out = tmp_path / "inference.json"
-    run(
+    bench(
         "bench_inference.py",
         "--size",
         64,
@@ -87,18 +113,21 @@ def test_bench_inference_ablation(tmp_path, monkeypatch, capsys):
     assert "ablation (leave-one-out, forward = sum of its parts)" in capsys.readouterr().out
 
 
-def test_bench_eval(tmp_path):
+def test_bench_eval(tmp_path, bench):
     out = tmp_path / "eval.json"
-    run("bench_eval.py", "--images", 1, "--size", "96x128", "--classes", 3, "--out", out)
+    bench("bench_eval.py", "--images", 1, "--size", "96x128", "--classes", 3, "--out", out)
     record = json.loads(out.read_text())
     assert len(record["results"]) == 5  # 2 single-scale rows, batched, 1 window/call, official-like
     assert record["speedup_vs_official_like"] > 0 and record["batched_window_speedup"] > 0
     assert record["miou_abs_diff_official_like"] <= 1e-4  # the same arithmetic as the official evaluator
 
 
-def test_bench_train(tmp_path):
+def test_bench_train(tmp_path, bench):
     out = tmp_path / "train.json"
-    run("bench_train.py", "--configs", "toy", "--steps", 1, "--warmup", 0, "--json", out)
+    bench(
+        "bench_train.py",
+        *("--configs", "toy", "--steps", 1, "--warmup", 0, "--batch-size", 2, "--crop", 64, "--json", out),
+    )
     rows = json.loads(out.read_text())
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]
     assert rows[0]["vs_fp32"] == 1.0 and rows[1]["vs_fp32"] > 0
@@ -133,9 +162,9 @@ def test_bench_memory_estimate_matches_real_accounting(tmp_path):
     assert all(p > result["weights_gib"] for p in peaks.values())
 
 
-def test_bench_cli(tmp_path):
+def test_bench_cli(tmp_path, bench):
     out = tmp_path / "cli.json"
-    run("bench_cli.py", "--images", 2, "--size", "64x48", "--out", out)
+    bench("bench_cli.py", "--images", 2, "--size", "64x48", "--out", out)
     payload = json.loads(out.read_text())
     assert payload["results"] and all(r["images_per_s_wall"] > 0 for r in payload["results"])
 
@@ -150,9 +179,9 @@ def test_bench_startup(tmp_path):
     assert "x baseline" in text
 
 
-def test_bench_scene(tmp_path):
+def test_bench_scene(tmp_path, bench):
     out = tmp_path / "scene.json"
-    run(
+    bench(
         "bench_scene.py",
         *("--variant", "lseg_tiny", "--size", "64x48", "--points", 20000, "--frames", 1, "--warmup", 0),
         *("--device", "cpu", "--json", out),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -103,18 +101,14 @@ def test_convert_keeps_each_tensors_dtype_by_default(tiny_model, tmp_path, capsy
         assert torch.equal(direct(x, ["a", "b"]), converted(x, ["a", "b"]))  # the same network
 
 
-def test_cli_convert(tiny_model, tmp_path):
+def test_cli_convert(tiny_model, tmp_path, capsys):
     src = write_official(tiny_model, tmp_path / "t.ckpt")
     out = tmp_path / "out"
-    run = subprocess.run(
-        [sys.executable, "-m", "langseg", "convert", str(src), str(out)], capture_output=True, text=True
-    )
-    assert run.returncode == 0, run.stderr
+    assert main(["convert", str(src), str(out)]) == 0
     assert (out / "model.safetensors").is_file()
-    again = subprocess.run(
-        [sys.executable, "-m", "langseg", "convert", str(src), str(out)], capture_output=True, text=True
-    )
-    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert main(["convert", str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "Traceback" not in err
 
 
 def test_strict_loading_names_missing_and_unexpected_keys(tiny_model, tmp_path):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SUBPROCESS_ENV
 from PIL import Image
 
 from langseg.cli import main
@@ -43,27 +40,11 @@ def unit_norm_error(feats: np.ndarray) -> float:
     return float(np.abs(np.linalg.norm(feats.astype(np.float64), axis=0) - 1).max())
 
 
-def test_features_folder_subprocess(images, tiny_weights, tiny_model, tmp_path):
+def test_features_folder(images, tiny_weights, tiny_model, tmp_path, capsys):
     out = tmp_path / "feats"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "langseg",
-            "features",
-            str(images),
-            "--weights",
-            str(tiny_weights),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=SUBPROCESS_ENV,
-        timeout=300,
-    )
-    assert proc.returncode == 1, proc.stderr
-    assert "f2.jpg: not an image file" in proc.stderr and "Traceback" not in proc.stderr
+    code, _, err = run_cli(capsys, "features", images, "--weights", tiny_weights, "--out", out)
+    assert code == 1, err
+    assert "f2.jpg: not an image file" in err and "Traceback" not in err
     f0, f1 = np.load(out / "f0.npy"), np.load(out / "f1.npy")
     assert f0.dtype == np.float16 and f0.shape == (32, 32, 48)  # (D, ceil(H/2), ceil(W/2))
     assert f1.shape == (32, 23, 35)

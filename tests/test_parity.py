@@ -38,16 +38,69 @@ def vitl16(reference, tmp_path_factory):
     return model, fix, fixtures
 
 
+# one case per fixture image: every single-scale case below reuses what these two forwards computed
+FORWARD_CASES = ("square384_set1", "wide320x480_set1")
+
+
+@pytest.fixture(scope="module")
+def forwards(vitl16):
+    """``model(x, labels)`` once per fixture image, keeping (through torch forward hooks) what the image
+    network made on the way: the hooked ViT tokens, the reassembled maps and the pixel embeddings."""
+    model, fix, fixtures = vitl16
+    enc = model.image_encoder
+    out = {}
+    for case in FORWARD_CASES:
+        c = fix["cases"][case]
+        seen: dict[str, list] = {"tokens": [], "maps": [], "embeddings": []}
+        modules = [("tokens", enc.vit.blocks[i]) for i in enc.cfg.hooks]
+        modules += [("maps", enc), ("embeddings", model.pixel_embed)]
+        hooks = [m.register_forward_hook(_keep(seen[k])) for k, m in modules]
+        try:
+            with torch.no_grad():
+                logits = model(fixtures.case_input(fix, case), c["labels"])
+        finally:
+            for h in hooks:
+                h.remove()
+        assert len(seen["tokens"]) == len(enc.cfg.hooks) and len(seen["maps"]) == len(seen["embeddings"]) == 1
+        result = {
+            "logits": logits,
+            "tokens": seen["tokens"],
+            "maps": seen["maps"][0],
+            "embeddings": seen["embeddings"][0],
+        }
+        out[case] = out[c["images"][0]] = result
+    return out
+
+
+def _keep(outputs: list):
+    """A forward hook that appends each output of its module to ``outputs``."""
+    return lambda _module, _inputs, output: outputs.append(output)
+
+
+def _lowres_and_full(model, embeddings, text):
+    """The low-resolution logits and the final output from un-normalized pixel embeddings."""
+    lowres = model.logits_lowres(torch.nn.functional.normalize(embeddings.float(), dim=1), text)
+    return lowres, model.logits_from_embeddings(embeddings, text)
+
+
+@pytest.mark.parametrize("case", FORWARD_CASES)
+def test_vitl16_forward_matches_official(vitl16, forwards, case):
+    """The whole forward, ``model(x, labels)`` in one call, against the official final logits."""
+    _, fix, fixtures = vitl16
+    c = fix["cases"][case]
+    full = forwards[case]["logits"]
+    assert full.shape == tuple(c["out_shape"]) and full.dtype == torch.float32
+    assert fixtures.max_abs_diff(full, c["fp32_logits"]) < 1e-4
+
+
 @pytest.mark.parametrize("case", ["square384_set1", "wide320x480_set1", "square384_set2", "wide320x480_set2"])
-def test_vitl16_logits_match_official(vitl16, case):
+def test_vitl16_logits_match_official(vitl16, forwards, case):
     model, fix, fixtures = vitl16
     c = fix["cases"][case]
-    x = fixtures.case_input(fix, case)
     assert torch.equal(model.text_encoder.tokenize(c["labels"]), c["tokens"])
     with torch.no_grad():
-        pixels = model.encode_image(x)
-        lowres = model.logits_lowres(pixels, model.encode_text(c["labels"]))
-        full = model(x, c["labels"])
+        text = model.encode_text(c["labels"])
+        lowres, full = _lowres_and_full(model, forwards[c["images"][0]]["embeddings"], text)
     assert full.shape == tuple(c["out_shape"]) and full.dtype == torch.float32
     assert fixtures.max_abs_diff(lowres, c["fp32_logits_lowres"]) < 1e-4
     if "fp32_logits" in c:
@@ -56,23 +109,37 @@ def test_vitl16_logits_match_official(vitl16, case):
     assert fixtures.max_abs_diff(lowres, c["official_logits_lowres_fp16"].float()) < 1e-2
 
 
-def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16):
+def _one_per_length(tokens: torch.Tensor, small: int = 8) -> list[int]:
+    """Prompts to run through the float16 text tower: all of a small set; of a large one (ADE20K: 133
+    one-word, 16 two-token and one three-token prompt), the first prompt of each token length, i.e. of
+    each position of the end token the features are read at. A prompt's features depend on its own
+    tokens only, and float16 matrix products are slow on a CPU (all 150 ADE20K prompts take a minute)."""
+    if len(tokens) <= small:
+        return list(range(len(tokens)))
+    first: dict[int, int] = {}
+    for i, end in enumerate(tokens.argmax(dim=-1).tolist()):
+        first.setdefault(end, i)
+    return sorted(first.values())
+
+
+def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16, forwards):
     """set_numerics("official"): the float16 text tower gives the official text features bit for bit,
     and the float16 similarity gives the official logits to within one float16 step."""
     model, fix, fixtures = vitl16
     model.set_numerics("official")
     try:
         for name, t in fix["text"].items():
+            rows = _one_per_length(model.text_encoder.tokenize(t["labels"]))
             with torch.no_grad():
-                raw = model._official_text_tower()(model.text_encoder.tokenize(t["labels"]))
-            assert raw.dtype == torch.float16 and torch.equal(raw, t["official_fp16"]), name
+                raw = model._official_text_tower()(
+                    model.text_encoder.tokenize([t["labels"][i] for i in rows])
+                )
+            assert raw.dtype == torch.float16 and torch.equal(raw, t["official_fp16"][rows]), name
         for case in ("square384_set1", "wide320x480_set2"):
             c = fix["cases"][case]
-            x = fixtures.case_input(fix, case)
-            with torch.no_grad():
+            with torch.no_grad():  # the image network is float32 in both numerics: its embeddings are shared
                 text = model.encode_text(c["labels"])
-                lowres = model.logits_lowres(model.encode_image(x), text)
-                full = model(x, c["labels"])
+                lowres, full = _lowres_and_full(model, forwards[c["images"][0]]["embeddings"], text)
             official = c["official_logits_lowres_fp16"].float()
             assert text.dtype == torch.float16
             assert fixtures.max_abs_diff(lowres, official) <= 2**-10, case  # one fp16 step at |logit| < 2
@@ -88,22 +155,21 @@ def test_vitl16_official_numerics_reproduce_the_fp16_path(vitl16):
         model.set_numerics("fp32")
 
 
-def test_vitl16_image_branch_and_ade150(vitl16):
+def test_vitl16_image_branch_and_ade150(vitl16, forwards):
     model, fix, fixtures = vitl16
     case = fix["cases"]["square384_ade150"]
-    x = fixtures.case_input(fix, "square384_ade150")
     labels = list(ade20k_labels())
     assert torch.equal(model.text_encoder.tokenize(labels), case["tokens"])
+    seen = forwards[case["images"][0]]  # tokens 4 x (1, 1 + 24*24, 1024), maps at strides 4, 8, 16, 32
+    emb = seen["embeddings"]  # (1, 512, 192, 192), before normalization
     with torch.no_grad():
-        tokens = model.image_encoder.forward_intermediates(x)  # 4 x (1, 1 + 24*24, 1024)
-        maps = model.image_encoder(x)  # reassembled maps at strides 4, 8, 16, 32
-        emb = model.forward_embeddings(x)  # (1, 512, 192, 192), before normalization
-        lowres = model.logits_lowres(torch.nn.functional.normalize(emb, dim=1), model.encode_text(labels))
+        lowres, _ = _lowres_and_full(model, emb, model.encode_text(labels))
     branch = fix["image_branch"]["square384"]
     sub = fix["meta"]["subsampling"]
-    for ours, ref in zip(tokens, branch["tokens_sub"]):
+    assert len(seen["tokens"]) == len(branch["tokens_sub"]) and len(seen["maps"]) == len(branch["layers_sub"])
+    for ours, ref in zip(seen["tokens"], branch["tokens_sub"]):
         assert fixtures.max_abs_diff(ours[..., :: sub["tokens_channel_step"]], ref) < 1e-4
-    for ours, ref in zip(maps, branch["layers_sub"]):
+    for ours, ref in zip(seen["maps"], branch["layers_sub"]):
         assert fixtures.max_abs_diff(ours[:, :: sub["layer_channel_step"]], ref) < 1e-4
     step = sub["image_features_spatial_step"]["lseg"]
     assert fixtures.max_abs_diff(emb[:, :, ::step, ::step], branch["image_features_sub"]) < 1e-4
