@@ -128,6 +128,17 @@ def _row(r: dict) -> str:
     )
 
 
+def _run_apart(name: str, precision: str, passthrough: list[str]) -> dict | None:
+    """One row in a fresh process (its own peak memory); None, with the error printed, if it failed."""
+    cmd = [sys.executable, __file__, *passthrough, "--precision", precision, "--one", name]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"
+        print(f"{name:<16}{precision:<6} failed: {last}", flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="names in configs/ (default: all)")
@@ -144,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every row in this process (quicker; a row's peak memory then includes the rows before it)",
+    )
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one config, print JSON
     args = p.parse_args(argv)
     precisions = sorted(set(args.precision), key=PRECISIONS.index)  # fp32 first: the baseline
@@ -164,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.configs:
         fp32_rate = None
         for precision in precisions:
-            cmd = [sys.executable, __file__, *passthrough, "--precision", precision, "--one", name]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?"
-                print(f"{name:<16}{precision:<6} failed: {last}", flush=True)
+            r = (
+                bench_one(name, precision, args)
+                if args.in_process
+                else _run_apart(name, precision, passthrough)
+            )
+            if r is None:
                 continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
             if precision == "fp32":
                 fp32_rate = r["images_per_s"]
             r["vs_fp32"] = round(r["images_per_s"] / fp32_rate, 3) if fp32_rate else None  # images/s ratio

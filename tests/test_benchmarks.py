@@ -126,7 +126,8 @@ def test_bench_train(tmp_path, bench):
     out = tmp_path / "train.json"
     bench(
         "bench_train.py",
-        *("--configs", "toy", "--steps", 1, "--warmup", 0, "--batch-size", 2, "--crop", 64, "--json", out),
+        *("--configs", "toy", "--steps", 1, "--warmup", 0, "--batch-size", 2, "--crop", 64, "--in-process"),
+        *("--json", out),
     )
     rows = json.loads(out.read_text())
     assert [r["precision"] for r in rows] == ["fp32", "bf16"]
